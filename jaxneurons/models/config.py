@@ -1,0 +1,229 @@
+"""Model configuration: one dataclass for every supported family, read from a HF ``config.json``.
+
+Unknown keys are an error (a key we do not know may change the forward pass and silently break parity).
+Keys that only matter to PyTorch training, generation or task heads are listed in ``_IGNORED_HF_KEYS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+FAMILIES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "melhubert")
+
+# HF `model_type` -> our family name.
+_MODEL_TYPES = {
+    "wav2vec2": "wav2vec2",
+    "hubert": "hubert",
+    "data2vec-audio": "data2vec-audio",
+    "wavlm": "wavlm",
+    "melhubert": "melhubert",
+}
+
+_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "swish", "silu")
+
+
+class ConfigError(ValueError):
+    """A model configuration that we cannot build faithfully."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechConfig:
+    """Architecture of a speech Transformer encoder (HF naming where HF has a name).
+
+    ``family`` picks the implementation; fields that a family does not use are ignored by it.
+    """
+
+    family: str = "hubert"
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    do_stable_layer_norm: bool = False
+    # Convolutional waveform front end (wav2vec2-style families).
+    feat_extract_norm: str = "group"
+    feat_extract_activation: str = "gelu"
+    conv_dim: tuple[int, ...] = (512, 512, 512, 512, 512, 512, 512)
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+    conv_bias: bool = False
+    feat_proj_layer_norm: bool = True
+    # Convolutional positional embedding.
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+    conv_pos_batch_norm: bool = False
+    conv_pos_kernel_size: int = 19  # data2vec-audio: kernel of each stacked positional conv
+    # WavLM gated relative position bias.
+    num_buckets: int = 320
+    max_bucket_distance: int = 800
+    # Masked-prediction embedding (present in checkpoints trained with time masking).
+    has_masked_spec_embed: bool = True
+    # MelHuBERT-style front end and head.
+    num_mel_bins: int = 40
+    frame_stacking: int = 2
+    num_clusters: int = 0  # 0: no masked-prediction head
+    sample_rate: int = 16000
+    # Bookkeeping: per-layer FFN widths after physical pruning (None: all equal intermediate_size).
+    intermediate_sizes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(f"unknown model family {self.family!r}; supported: {', '.join(FAMILIES)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        for name in ("hidden_act", "feat_extract_activation"):
+            if getattr(self, name) not in _ACTIVATIONS:
+                raise ConfigError(f"unsupported {name} {getattr(self, name)!r}; supported: {_ACTIVATIONS}")
+        if self.feat_extract_norm not in ("group", "layer"):
+            raise ConfigError(f"feat_extract_norm must be 'group' or 'layer', got {self.feat_extract_norm!r}")
+        if not (len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride)):
+            raise ConfigError("conv_dim, conv_kernel and conv_stride must have the same length")
+        if self.intermediate_sizes is not None and len(self.intermediate_sizes) != self.num_hidden_layers:
+            raise ConfigError(
+                f"intermediate_sizes has {len(self.intermediate_sizes)} entries for {self.num_hidden_layers} layers"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def ffn_width(self, layer: int) -> int:
+        """FFN width of ``layer`` (differs per layer only after physical pruning)."""
+        if self.intermediate_sizes is None:
+            return self.intermediate_size
+        return self.intermediate_sizes[layer]
+
+    @property
+    def uniform_ffn(self) -> bool:
+        return self.intermediate_sizes is None or len(set(self.intermediate_sizes)) == 1
+
+    def replace(self, **changes: Any) -> SpeechConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpeechConfig:
+        """Inverse of :meth:`to_dict` (our own format, not HF's)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ConfigError(f"unknown jaxneurons config keys: {', '.join(unknown)}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, path: str) -> SpeechConfig:
+        with open(path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        try:
+            return cls.from_dict(data)
+        except (ConfigError, TypeError) as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+
+# Keys of HF configs that do not change the encoder's forward pass in inference or continued
+# pre-training with our code: dropout rates, masking (SpecAugment) settings, task heads, generation and
+# bookkeeping fields, including the legacy names of older `transformers` releases.
+_IGNORED_HF_KEYS = frozenset({
+    '_name_or_path', 'activation_dropout', 'adapter_kernel_size', 'adapter_stride', 'apply_spec_augment',
+    'architectures', 'attention_dropout', 'bos_token_id', 'chunk_size_feed_forward', 'classifier_proj_size',
+    'codevector_dim', 'contrastive_logits_temperature', 'ctc_loss_reduction', 'ctc_zero_infinity',
+    'diversity_loss_weight', 'dtype', 'eos_token_id', 'feat_proj_dropout', 'feat_quantizer_dropout',
+    'final_dropout', 'id2label', 'initializer_range', 'is_encoder_decoder', 'label2id', 'layerdrop',
+    'mask_feature_length', 'mask_feature_min_masks', 'mask_feature_prob', 'mask_time_length', 'mask_time_min_masks',
+    'mask_time_prob', 'num_adapter_layers', 'num_codevector_groups', 'num_codevectors_per_group', 'num_ctc_classes',
+    'num_negatives', 'output_attentions', 'output_hidden_size', 'output_hidden_states', 'pad_token_id',
+    'problem_type', 'proj_codevector_dim', 'return_dict', 'tdnn_dilation', 'tdnn_dim', 'tdnn_kernel',
+    'transformers_version', 'use_weighted_layer_sum', 'vocab_size', 'xvector_output_dim', 'model_type',
+    'torch_dtype', 'gradient_checkpointing', 'feat_extract_dropout', 'hidden_dropout', 'hidden_dropout_prob',
+    'mask_channel_length', 'mask_channel_min_space', 'mask_channel_other', 'mask_channel_prob',
+    'mask_channel_selection', 'mask_time_min_space', 'mask_time_other', 'mask_time_selection',
+    'no_mask_channel_overlap', 'no_mask_time_overlap', 'add_cross_attention', 'bad_words_ids',
+    'begin_suppress_tokens', 'cross_attention_hidden_size', 'decoder_start_token_id', 'diversity_penalty',
+    'do_sample', 'early_stopping', 'encoder_no_repeat_ngram_size', 'exponential_decay_length_penalty',
+    'finetuning_task', 'forced_bos_token_id', 'forced_eos_token_id', 'is_decoder', 'length_penalty', 'max_length',
+    'min_length', 'no_repeat_ngram_size', 'num_beam_groups', 'num_beams', 'num_return_sequences', 'output_scores',
+    'prefix', 'pruned_heads', 'remove_invalid_values', 'repetition_penalty', 'return_dict_in_generate',
+    'sep_token_id', 'suppress_tokens', 'task_specific_params', 'temperature', 'tf_legacy_loss',
+    'tie_encoder_decoder', 'tie_word_embeddings', 'tokenizer_class', 'top_k', 'top_p', 'torchscript', 'typical_p',
+    'use_bfloat16', 'use_cache', 'feat_extract_dim', 'conv_feature_layers',
+})
+
+# HF keys that map onto SpeechConfig fields (same name).
+_MAPPED_HF_KEYS = (
+    'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', 'hidden_act', 'layer_norm_eps',
+    'do_stable_layer_norm', 'feat_extract_norm', 'feat_extract_activation', 'conv_dim', 'conv_kernel',
+    'conv_stride', 'conv_bias', 'feat_proj_layer_norm', 'num_conv_pos_embeddings', 'num_conv_pos_embedding_groups',
+    'conv_pos_batch_norm', 'conv_pos_kernel_size', 'num_buckets', 'max_bucket_distance',
+)
+
+
+def config_from_hf_dict(hf: Mapping[str, Any], source: str = "config.json") -> SpeechConfig:
+    """Build a :class:`SpeechConfig` from a HF config dict; ``source`` names the file in errors."""
+    model_type = hf.get("model_type")
+    if model_type not in _MODEL_TYPES:
+        raise ConfigError(
+            f"{source}: unsupported model_type {model_type!r}; supported: {', '.join(sorted(_MODEL_TYPES))}"
+        )
+    family = _MODEL_TYPES[model_type]
+    if family == "melhubert":
+        # Our own architecture: its config.json is our SpeechConfig format plus model_type.
+        return SpeechConfig.from_dict({k: v for k, v in hf.items() if k != "model_type"})
+    unknown = sorted(k for k in hf if k not in _IGNORED_HF_KEYS and k not in _MAPPED_HF_KEYS
+                     and k not in ("add_adapter", "adapter_attn_dim", "num_feat_extract_layers"))
+    if unknown:
+        raise ConfigError(f"{source}: unknown config keys (they may change the forward pass): {', '.join(unknown)}")
+    if hf.get("add_adapter"):
+        raise ConfigError(f"{source}: add_adapter=True (a convolutional adapter after the encoder) is not supported")
+    if hf.get("adapter_attn_dim") is not None:
+        raise ConfigError(f"{source}: adapter_attn_dim is set (attention adapters) which is not supported")
+    kwargs: dict[str, Any] = {"family": family}
+    for key in _MAPPED_HF_KEYS:
+        if key in hf:
+            value = hf[key]
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    n_feat = hf.get("num_feat_extract_layers")
+    if n_feat is not None and "conv_dim" in kwargs and n_feat != len(kwargs["conv_dim"]):
+        raise ConfigError(f"{source}: num_feat_extract_layers={n_feat} but conv_dim has {len(kwargs['conv_dim'])}")
+    if family == "data2vec-audio":
+        kwargs["feat_extract_norm"] = "layer"
+        kwargs.setdefault("num_conv_pos_embeddings", 5)
+    # HF creates `masked_spec_embed` only when time or feature masking is on.
+    kwargs["has_masked_spec_embed"] = bool(hf.get("mask_time_prob", 0.05) > 0 or hf.get("mask_feature_prob", 0) > 0)
+    try:
+        return SpeechConfig(**kwargs)
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"{source}: {e}") from e
+
+
+def load_hf_config(model_dir: str) -> SpeechConfig:
+    """Read ``model_dir/config.json`` (a HF model directory)."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no config.json in the model directory")
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+    return config_from_hf_dict(data, source=path)
