@@ -7,7 +7,6 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxneurons.models import SpeechConfig, build_model
 from jaxneurons.train.masking import span_mask
@@ -69,7 +68,7 @@ def test_resume_after_kill_continues_the_same_trajectory(tmp_path):
     resumed = _trainer(tmp_path, 6, "resumed")
     assert resumed.restore_latest() and resumed.step == 3
     resumed.train()
-    logged = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
+    logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([r["loss"] for r in logged], [r["loss"] for r in straight], rtol=1e-6)
 

@@ -1,0 +1,6 @@
+"""Reports: figures (PNG) and Markdown/HTML documents."""
+
+from jaxneurons.report.document import Report
+from jaxneurons.report.figures import curves, grouped_bars, heatmap, layer_profile, training_curve
+
+__all__ = ["Report", "curves", "grouped_bars", "heatmap", "layer_profile", "training_curve"]

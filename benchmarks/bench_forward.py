@@ -1,0 +1,117 @@
+"""Forward-pass speed: jaxneurons (JAX/XLA) vs HF ``transformers`` PyTorch, same weights, same process.
+
+Base-size HuBERT config (hidden 768, 12 layers, FFN 3072, random weights), a batch of 4 x 10 s of 16 kHz
+audio. The PyTorch model is saved with ``save_pretrained``, converted with our converter and both run on the
+same batch; the outputs are compared, then each forward is timed (median of ``--repeats`` after a warm-up).
+
+    python benchmarks/bench_forward.py --out benchmarks/forward.md
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+flags.DEFINE_integer("batch", 4, "Utterances per batch.")
+flags.DEFINE_float("seconds", 10.0, "Seconds of audio per utterance.")
+flags.DEFINE_integer("repeats", 3, "Timed repetitions (after one warm-up).")
+flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: number of CPU cores).")
+flags.DEFINE_string("out", None, "Markdown file to write the figures to.")
+FLAGS = flags.FLAGS
+
+
+def _time(fn, repeats: int) -> list[float]:
+    fn()  # warm-up (and compile)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main(_: list[str]) -> None:
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import transformers
+    from flax import nnx
+
+    from checkpoints_convert.convert import convert
+    from jaxneurons.models import forward_with_captures
+    from jaxneurons.models.checkpoint import load_model
+
+    threads = FLAGS.torch_threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    config = transformers.HubertConfig()  # base: 768 hidden, 12 layers, 3072 FFN, group-norm front end
+    torch.manual_seed(0)
+    hf = transformers.HubertModel(config).eval()
+    n = int(FLAGS.seconds * 16000)
+    audio = np.random.default_rng(0).standard_normal((FLAGS.batch, n)).astype(np.float32) * 0.1
+    lengths = np.full((FLAGS.batch,), n, np.int32)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(os.path.join(tmp, "hf"))
+        convert(os.path.join(tmp, "hf"), os.path.join(tmp, "jax"))
+        model = load_model(os.path.join(tmp, "jax"))
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def jax_forward(state, audio, lengths):
+        out, _, _ = forward_with_captures(nnx.merge(graphdef, state), audio, lengths, capture_ffn=False)
+        return out.last_hidden_state
+
+    audio_j, lengths_j = jnp.asarray(audio), jnp.asarray(lengths)
+    audio_t = torch.from_numpy(audio)
+
+    def run_jax():
+        return jax_forward(state, audio_j, lengths_j).block_until_ready()
+
+    def run_torch():
+        with torch.inference_mode():
+            return hf(audio_t).last_hidden_state
+
+    diff = float(np.abs(np.asarray(run_jax()) - run_torch().numpy()).max())
+    t_jax = _time(run_jax, FLAGS.repeats)
+    t_torch = _time(run_torch, FLAGS.repeats)
+    med_jax, med_torch = statistics.median(t_jax), statistics.median(t_torch)
+    audio_s = FLAGS.batch * FLAGS.seconds
+    lines = [
+        "# Forward pass: jaxneurons (JAX) vs transformers (PyTorch)",
+        "",
+        f"Command: `python benchmarks/bench_forward.py{' --out ' + FLAGS.out if FLAGS.out else ''}`",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; "
+        f"Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
+        f"torch {torch.__version__} ({threads} threads), transformers {transformers.__version__}.",
+        "",
+        f"Model: base-size HuBERT (hidden 768, 12 layers, FFN 3072, random weights). "
+        f"Batch: {FLAGS.batch} x {FLAGS.seconds:g} s at 16 kHz. Median of {FLAGS.repeats} runs after a warm-up.",
+        "",
+        "| implementation | median s / batch | all runs (s) | x real time |",
+        "|---|---|---|---|",
+        f"| JAX (jit) | {med_jax:.2f} | {', '.join(f'{t:.2f}' for t in t_jax)} | {audio_s / med_jax:.1f} |",
+        f"| PyTorch (inference_mode) | {med_torch:.2f} | {', '.join(f'{t:.2f}' for t in t_torch)} "
+        f"| {audio_s / med_torch:.1f} |",
+        "",
+        f"Speed ratio PyTorch time / JAX time: **{med_torch / med_jax:.2f}** (> 1 means JAX is faster).",
+        f"Max abs difference of the last hidden state: {diff:.2e}.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if FLAGS.out:
+        with open(FLAGS.out + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(FLAGS.out + ".tmp", FLAGS.out)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    app.run(main)
