@@ -43,6 +43,7 @@ def _copy_dir(src, dst, edit_weights=None, edit_config=None):
 
 def _check_matches(hf, out_dir):
     model = load_model(str(out_dir))
+    model.config = model.config.replace(group_norm_padding="hf")
     audio, lengths = padded_batch((900, 700))
     last, _, _ = hf_forward_with_hooks(hf, audio, lengths)
     out, _, _ = forward_with_captures(model, audio, lengths, capture_ffn=False)

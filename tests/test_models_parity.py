@@ -30,6 +30,7 @@ def test_parity_with_transformers(case, tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     convert(str(tmp_path / "hf"), str(tmp_path / "jax"))
     model = load_model(str(tmp_path / "jax"))
+    model.config = model.config.replace(group_norm_padding="hf")  # HF's own padded-batch semantics
     audio, lengths = padded_batch(LENGTHS)
     last, layer_io, ffn = hf_forward_with_hooks(hf, audio, lengths)
     out, our_ffn, _ = forward_with_captures(model, audio, lengths)
@@ -51,6 +52,7 @@ def test_neuron_mask_equals_zeroed_w2_column(tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     convert(str(tmp_path / "hf"), str(tmp_path / "jax"))
     model = load_model(str(tmp_path / "jax"))
+    model.config = model.config.replace(group_norm_padding="hf")
     layer, neuron = 1, 7
     with torch.no_grad():
         hf.encoder.layers[layer].feed_forward.output_dense.weight[:, neuron] = 0.0
@@ -66,3 +68,24 @@ def test_neuron_mask_equals_zeroed_w2_column(tmp_path):
     # ... and the mask really changed something.
     unmasked, _, _ = forward_with_captures(model, audio, lengths)
     assert np.abs(np.asarray(unmasked.last_hidden_state) - last)[valid].max() > 1e-4
+
+
+@pytest.mark.parametrize("case", ["wav2vec2-group-base", "wavlm-group-base"])
+def test_masked_group_norm_equals_hf_on_each_utterance_alone(case, tmp_path):
+    """Default group_norm_padding='mask': a padded batch gives each utterance's unpadded HF activations."""
+    hf = build_hf_model(case)
+    hf.save_pretrained(tmp_path / "hf")
+    convert(str(tmp_path / "hf"), str(tmp_path / "jax"))
+    model = load_model(str(tmp_path / "jax"))
+    assert model.config.group_norm_padding == "mask"
+    audio, lengths = padded_batch(LENGTHS)
+    out, ffn, _ = forward_with_captures(model, audio, lengths)
+    for b, n in enumerate(LENGTHS):
+        last, layer_io, hf_ffn = hf_forward_with_hooks(hf, audio[b:b + 1, :n], lengths[b:b + 1])
+        t = int(out.frame_lengths[b])
+        assert last.shape[1] == t
+        for i, theirs in enumerate(hf_ffn):
+            diff = np.abs(np.asarray(ffn[i][b, :t]) - theirs[0]).max()
+            assert diff < TOL, f"{case} utterance {b} layers.{i}.ffn: {diff:.2e}"
+        diff = np.abs(np.asarray(out.last_hidden_state[b, :t]) - last[0]).max()
+        assert diff < TOL, f"{case} utterance {b} last_hidden_state: {diff:.2e}"

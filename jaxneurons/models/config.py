@@ -53,6 +53,10 @@ class SpeechConfig:
     conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
     conv_bias: bool = False
     feat_proj_layer_norm: bool = True
+    # 'group' front ends normalise each channel over time. "mask": statistics over each utterance's valid
+    # samples only, so an utterance's activations do not depend on the padding its batch needs (equal to HF
+    # run on the utterance alone). "hf": over the padded length, exactly like HF on a padded batch.
+    group_norm_padding: str = "mask"
     # Convolutional positional embedding.
     num_conv_pos_embeddings: int = 128
     num_conv_pos_embedding_groups: int = 16
@@ -83,6 +87,8 @@ class SpeechConfig:
                 raise ConfigError(f"unsupported {name} {getattr(self, name)!r}; supported: {_ACTIVATIONS}")
         if self.feat_extract_norm not in ("group", "layer"):
             raise ConfigError(f"feat_extract_norm must be 'group' or 'layer', got {self.feat_extract_norm!r}")
+        if self.group_norm_padding not in ("mask", "hf"):
+            raise ConfigError(f"group_norm_padding must be 'mask' or 'hf', got {self.group_norm_padding!r}")
         if not (len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride)):
             raise ConfigError("conv_dim, conv_kernel and conv_stride must have the same length")
         if self.intermediate_sizes is not None and len(self.intermediate_sizes) != self.num_hidden_layers:

@@ -59,9 +59,16 @@ class ChannelNorm(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((channels,)))
         self.eps = eps
 
-    def __call__(self, x: Array) -> Array:
-        mean = x.mean(axis=1, keepdims=True)
-        var = jnp.square(x - mean).mean(axis=1, keepdims=True)
+    def __call__(self, x: Array, lengths: Array | None = None) -> Array:
+        """``lengths`` (B,): normalise over each utterance's valid frames only (padding-independent)."""
+        if lengths is None:
+            mean = x.mean(axis=1, keepdims=True)
+            var = jnp.square(x - mean).mean(axis=1, keepdims=True)
+        else:
+            valid = (jnp.arange(x.shape[1])[None, :] < lengths[:, None])[..., None].astype(x.dtype)
+            count = jnp.maximum(valid.sum(axis=1, keepdims=True), 1.0)
+            mean = (x * valid).sum(axis=1, keepdims=True) / count
+            var = (jnp.square(x - mean) * valid).sum(axis=1, keepdims=True) / count
         return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
 
 
@@ -95,10 +102,15 @@ class ConvLayer(nnx.Module):
         else:
             self.layer_norm = None
         self.act = config.feat_extract_activation
+        self.kernel, self.stride = config.conv_kernel[layer_id], config.conv_stride[layer_id]
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, lengths: Array | None = None) -> Array:
+        """``lengths`` (B,) valid input steps, used only by a padding-masked ChannelNorm."""
         x = self.conv(x)
-        if self.layer_norm is not None:
+        if isinstance(self.layer_norm, ChannelNorm):
+            out_lengths = None if lengths is None else (lengths - self.kernel) // self.stride + 1
+            x = self.layer_norm(x, out_lengths)
+        elif self.layer_norm is not None:
             x = self.layer_norm(x)
         return activation_fn(self.act)(x)
 
@@ -109,10 +121,11 @@ class ConvFeatureEncoder(nnx.Module):
     def __init__(self, config: SpeechConfig, rngs: nnx.Rngs):
         self.conv_layers = nnx.List([ConvLayer(config, i, rngs) for i in range(len(config.conv_dim))])
 
-    def __call__(self, audio: Array) -> Array:
+    def __call__(self, audio: Array, audio_lengths: Array | None = None) -> Array:
+        """``audio_lengths`` given: group norm statistics over valid samples only (see SpeechConfig)."""
         x = audio[:, :, None]
         for layer in self.conv_layers:
-            x = layer(x)
+            x = layer(x, audio_lengths)
         return x
 
 
@@ -296,7 +309,8 @@ class Wav2Vec2Model(nnx.Module):
         batch, num_samples = audio.shape
         if audio_lengths is None:
             audio_lengths = jnp.full((batch,), num_samples, dtype=jnp.int32)
-        features = self.feature_extractor(audio)
+        masked_norm = self.config.group_norm_padding == "mask"
+        features = self.feature_extractor(audio, audio_lengths if masked_norm else None)
         lengths = self.num_frames(audio_lengths)
         mask = frame_mask(lengths, features.shape[1])
         hidden, normed = self.feature_projection(features)
