@@ -245,8 +245,9 @@ class BatchLoader:
                 labels[name][row, :n] = self._row_labels(u, spec, n)
         return Batch(audio, audio_len, frame_len, labels, np.asarray(indices, np.int32))
 
-    def iterate(self, epoch: int = 0) -> Iterator[Batch]:
-        plan = self.plan(epoch)
+    def iterate(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """Batches of ``epoch`` from batch number ``start`` on (a resumed scan loads nothing it skips)."""
+        plan = self.plan(epoch)[start:]
         if self.prefetch <= 0:
             for indices, padded in plan:
                 yield self._build(indices, padded)

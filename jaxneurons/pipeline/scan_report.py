@@ -1,0 +1,69 @@
+"""Writing a scan's results directory: arrays, neuron sets, per-layer tables, figures and the report."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jaxneurons.pipeline.scan import ScanPlan, neuron_sets, per_layer_counts
+from jaxneurons.report import Report, layer_profile
+from jaxneurons.results import ResultsDir
+from jaxneurons.stats.state import NeuronStats
+
+
+def write_scan_results(
+    res: ResultsDir, plan: ScanPlan, stats: NeuronStats, scored: dict[str, Any], extra_text: str = ""
+) -> dict[str, Any]:
+    """Fill ``res`` (not yet committed) and return the summary dict."""
+    for key, value in stats.to_numpy().items():
+        res.save_array(key.replace("/", "__"), value)
+    for prop, result in scored.items():
+        for name in ("scores",):
+            if name in result:
+                for group, arr in result[name].items():
+                    res.save_array(f"{prop.replace(':', '_')}__{group}__{name}", np.asarray(arr, np.float32))
+    sets = neuron_sets(scored)
+    res.save_json("neurons", sets)
+    counts = per_layer_counts(scored)
+    frames = {c.name: stats.to_numpy()[f"{c.name}/frames"].astype(int).tolist() for c in plan.stats_config.conditions}
+    summary = {
+        "per_layer_counts": counts,
+        "totals": {p: {g: int(sum(v)) for g, v in gs.items()} for p, gs in counts.items()},
+        "frames_per_condition": {k: int(sum(v)) for k, v in frames.items()},
+        "pitch_edges_hz": list(plan.pitch_edges) if plan.pitch_edges else None,
+        "aape_coverage": {p: r["coverage"] for p, r in scored.items() if "coverage" in r},
+        "options": dataclasses.asdict(plan.options),
+        "stats_config": plan.stats_config.to_json(),
+        "phone_set": plan.inventory.vocab.to_json() if plan.inventory else None,
+        "class_vocabularies": {k: v.to_json() for k, v in plan.class_vocabs.items()},
+    }
+    res.save_json("summary", summary)
+
+    report = Report("Neuron scan")
+    if extra_text:
+        report.text(extra_text)
+    num_layers = plan.stats_config.num_layers
+    report.heading("Neurons per layer")
+    report.text(
+        "Property neurons (top-1% |h| events above the k/D chance level in at least sigma of a group's cells, "
+        "exclusive to one group) and AAPE class-specific neurons, per layer (1 = first Transformer layer)."
+    )
+    for prop, groups in counts.items():
+        if not groups:
+            continue
+        rows = [[i + 1, *[groups[g][i] for g in groups]] for i in range(num_layers)]
+        rows.append(["total", *[sum(groups[g]) for g in groups]])
+        report.table(["layer", *groups], rows, caption=f"{prop}: neurons per layer")
+        path = layer_profile(res.file(f"figures/{prop.replace(':', '_')}.png"), groups,
+                             f"{prop} neurons per layer", ylabel="neurons")
+        report.figure(path, f"{prop}: neurons per layer")
+    report.heading("Data")
+    report.table(["condition set", "frames counted"], [[k, v] for k, v in summary["frames_per_condition"].items()])
+    if plan.pitch_edges:
+        report.text(f"Pitch bins: low < {plan.pitch_edges[0]:.1f} Hz <= mid < {plan.pitch_edges[1]:.1f} Hz <= high.")
+    for prop, cov in summary["aape_coverage"].items():
+        report.text(f"{prop}: class coverage {cov:.2f} (fraction of classes with at least one specific neuron).")
+    report.write(res.tmp)
+    return summary

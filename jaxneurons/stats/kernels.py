@@ -1,0 +1,244 @@
+"""The per-batch statistics kernel: pure, jit-able, optionally reduced over a mesh axis.
+
+Inputs per batch (from any ``forward_fn``):
+  ``h``: FFN post-activation values, ``(L, B, T, D)`` float32, or a tuple of L arrays ``(B, T, D_l)``
+  for physically pruned models (zero-padded to ``max(D_l)`` here, so one kernel serves all layers);
+  ``valid``: ``(B, T)`` bool, False on padded frames;
+  ``labels``: name -> ``(B, T)`` or ``(B,)`` ints (condition sets, -1 = ignore) or floats (continuous,
+  NaN = ignore); ``selections``: name -> ``(B, T)`` bool.
+
+Formulations chosen for XLA CPU (see benchmarks/stats_kernel.md):
+  * top-k events: top-k *indices* scatter-added into one flat int32 count array covering every layer and
+    every condition set (a dump row absorbs ignored frames); never ``abs(h) >= kth`` (a 30x cliff);
+  * ``h > 0`` counts and moments: ``one_hot(labels)^T @ x`` matmuls in float32 (bool reductions over
+    leading axes are a 7x cliff).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxneurons.stats.spec import StatsConfig
+from jaxneurons.stats.state import NeuronStats, float_dtype, merge_stats, state_shapes
+from jaxneurons.stats.topk import topk_indices
+
+Activations = jax.Array | Sequence[jax.Array]
+
+
+def stack_activations(h: Activations, config: StatsConfig) -> jax.Array:
+    """``(L, B, T, D_max)`` float32 from a stacked array or a per-layer tuple (zero-padded)."""
+    L, D = config.num_layers, config.max_width
+    if isinstance(h, (list, tuple)):
+        if len(h) != L:
+            raise ValueError(f"activations: got {len(h)} layers, config has {L}")
+        parts = []
+        for i, (x, w) in enumerate(zip(h, config.widths, strict=True)):
+            if x.ndim != 3 or x.shape[-1] != w:
+                raise ValueError(f"activations: layer {i} has shape {x.shape}, expected (B, T, {w})")
+            if x.shape[:2] != h[0].shape[:2]:
+                raise ValueError(f"activations: layer {i} has (B, T) = {x.shape[:2]}, layer 0 {h[0].shape[:2]}")
+            parts.append(jnp.pad(x.astype(jnp.float32), ((0, 0), (0, 0), (0, D - w))))
+        return jnp.stack(parts)
+    if h.ndim != 4 or h.shape[0] != L or h.shape[-1] != D or len(set(config.widths)) != 1:
+        raise ValueError(f"activations: got shape {h.shape}, expected (L={L}, B, T, D={D}) with equal "
+                         f"widths (config widths {config.widths}); pass a tuple of per-layer arrays otherwise")
+    return h.astype(jnp.float32)
+
+
+def _frame_labels(x: jax.Array, B: int, T: int, what: str) -> jax.Array:
+    if x.shape == (B,):
+        return jnp.broadcast_to(x[:, None], (B, T))
+    if x.shape != (B, T):
+        raise ValueError(f"{what}: shape {x.shape} does not match the activations' (B, T) = ({B}, {T}) or (B,)")
+    return x
+
+
+def _class_sum(oh: jax.Array, v: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """``(L, C, D) = one_hot^T @ v[l]`` for every layer, as a batched matmul.
+
+    Written with an explicit layer batch dimension: ``einsum("nc,lnd->lcd")`` makes XLA transpose the
+    whole (L, N, D) activation tensor first (measured 3x slower).
+    """
+    L = v.shape[0]
+    ohT = jnp.broadcast_to(oh.T.astype(dtype)[None], (L, oh.shape[1], oh.shape[0]))
+    return lax.dot_general(ohT, v.astype(dtype), (((2,), (1,)), ((0,), (0,))), preferred_element_type=dtype)
+
+
+def _per_frame(a: jax.Array, cls: jax.Array) -> jax.Array:
+    """(L, C, D) per-class values -> (L, N, D) per frame; frames of the ignore class C get 0."""
+    return jnp.take(jnp.pad(a, ((0, 0), (0, 1), (0, 0))), cls, axis=1)
+
+
+def _psum(x, axis_name):
+    return x if axis_name is None else lax.psum(x, axis_name)
+
+
+def batch_partials(
+    h: Activations,
+    valid: jax.Array,
+    labels: Mapping[str, jax.Array],
+    selections: Mapping[str, jax.Array] | None,
+    config: StatsConfig,
+    *,
+    axis_name: str | None = None,
+    topk_method: str = "auto",
+    shifts: Mapping[str, jax.Array] | None = None,
+) -> NeuronStats:
+    """Statistics of one batch as a NeuronStats, psum-reduced over ``axis_name``.
+
+    Batch means are returned as pairs ``(hi=shift, lo=mean - shift)`` where ``shifts`` holds the running
+    means (keys ``{cond}/mean``, ``{cond}/abs_mean``, ``{y}/y_mean``, ``{y}/h_mean``; zero if None).
+    """
+    selections = selections or {}
+    hs = stack_activations(h, config)
+    L, B, T, D = hs.shape
+    N = B * T
+    if valid.shape != (B, T):
+        raise ValueError(f"valid mask: shape {valid.shape} does not match the activations' (B, T) = ({B}, {T})")
+    x = hs.reshape(L, N, D)
+    f = float_dtype()
+    valid = valid.astype(bool)
+    sel_masks = {}
+    for name in config.selections():
+        if name not in selections:
+            raise KeyError(f"selection {name!r} is required by the config but missing from the batch")
+        sel_masks[name] = _frame_labels(selections[name], B, T, f"selection {name!r}").astype(bool)
+
+    def frame_mask(sel):
+        return valid if sel is None else valid & sel_masks[sel]
+
+    out: dict[str, jax.Array] = {k: jnp.zeros(s, d) for k, (s, d) in state_shapes(config).items()}
+    rows: dict[str, jax.Array] = {}      # per condition: (N,) class index, C = ignored
+    onehots: dict[str, jax.Array] = {}   # per condition: (N, C) float32, zero rows for ignored frames
+    for c in config.conditions:
+        if c.name not in labels:
+            raise KeyError(f"labels for condition {c.name!r} are missing from the batch")
+        lab = _frame_labels(jnp.asarray(labels[c.name]), B, T, f"labels {c.name!r}").astype(jnp.int32)
+        m = frame_mask(c.selection)
+        ok = m & (lab >= 0) & (lab < c.num_classes)
+        out[f"{c.name}/rejected"] = _psum(jnp.sum(m & ((lab < -1) | (lab >= c.num_classes)), dtype=jnp.int32),
+                                          axis_name)
+        cls = jnp.where(ok, lab, c.num_classes).reshape(N)
+        rows[c.name] = cls
+        oh = jax.nn.one_hot(cls, c.num_classes, dtype=jnp.float32)  # class C -> all-zero row
+        onehots[c.name] = oh
+        out[f"{c.name}/frames"] = _psum(jnp.round(oh.sum(0)).astype(jnp.int32), axis_name)
+
+    # ---- top-k membership: one scatter-add for all layers and condition sets.
+    tk = [c for c in config.conditions if "topk" in c.stats]
+    if tk:
+        ks = config.ks
+        kmax = max(ks)
+        real = jnp.asarray(jnp.arange(D)[None, :] < jnp.asarray(config.widths)[:, None])  # (L, D)
+        a = jnp.where(real[:, None, :], jnp.abs(x), -1.0)
+        idx = topk_indices(a, kmax, method=topk_method)  # (L, N, kmax)
+        offs, R = {}, 0
+        for c in tk:
+            offs[c.name] = R
+            R += c.num_classes
+        dump = R
+        R += 1
+        keep_j = jnp.arange(kmax)[None, :] < jnp.asarray(ks)[:, None]  # (L, kmax)
+        flats = []
+        for c in tk:
+            r = jnp.where(rows[c.name] < c.num_classes, rows[c.name] + offs[c.name], dump)  # (N,)
+            r = jnp.where(keep_j[:, None, :], r[None, :, None], dump)  # (L, N, kmax)
+            flats.append(((jnp.arange(L)[:, None, None] * R + r) * D + idx).reshape(-1))
+        flat = jnp.concatenate(flats)
+        counts = jnp.zeros(L * R * D, jnp.int32).at[flat].add(1, mode="promise_in_bounds")
+        counts = _psum(counts.reshape(L, R, D), axis_name)
+        for c in tk:
+            out[f"{c.name}/topk"] = counts[:, offs[c.name]:offs[c.name] + c.num_classes]
+
+    # ---- h > 0 counts: one matmul against the concatenated one-hots.
+    pc = [c for c in config.conditions if "positive" in c.stats]
+    if pc:
+        oh = jnp.concatenate([onehots[c.name] for c in pc], axis=1)  # (N, sumC)
+        pos = (x > 0).astype(jnp.float32)
+        cnt = jnp.round(_class_sum(oh, pos)).astype(jnp.int32)
+        cnt = _psum(cnt, axis_name)
+        o = 0
+        for c in pc:
+            out[f"{c.name}/positive"] = cnt[:, o:o + c.num_classes]
+            o += c.num_classes
+
+    # ---- per-class moments of h and |h| (two passes: global batch mean, then centred squares).
+    for c in config.conditions:
+        if "moments" not in c.stats:
+            continue
+        oh = onehots[c.name]
+        n_b = out[f"{c.name}/frames"].astype(f)  # already reduced over the mesh
+        inv = jnp.where(n_b > 0, 1.0 / jnp.where(n_b > 0, n_b, 1), 0.0)[None, :, None]
+        cls = rows[c.name]
+        seen = (jnp.zeros(c.num_classes, bool) if shifts is None
+                else shifts[f"{c.name}/frames"] > 0)[None, :, None]
+        has = (oh.sum(0) > 0).astype(f)  # this device has frames of the class
+        first = jnp.argmax(oh, axis=0)  # a frame of each class on this device
+        for val, m, v in ((x, "mean", "m2"), (jnp.abs(x), "abs_mean", "abs_m2")):
+            # Shift by the running mean (hi part) so that the batch sums are of small numbers: the batch
+            # mean is then the exact pair (shift, d) and Chan's delta keeps full precision. Classes seen
+            # for the first time are shifted by one of their frames (averaged over devices).
+            rep = _psum(jnp.take(val, first, axis=1).astype(f) * has[None, :, None], axis_name)
+            rep = rep / jnp.maximum(_psum(has, axis_name), 1)[None, :, None]
+            shift = rep if shifts is None else jnp.where(seen, shifts[f"{c.name}/{m}"], rep)
+            per_frame = partial(_per_frame, cls=cls)
+            xs = val.astype(f) - per_frame(shift)  # ignored frames: zero one-hot row below
+            d = _psum(_class_sum(oh, xs, f), axis_name) * inv
+            centred = xs - per_frame(d)
+            out[f"{c.name}/{m}"] = shift
+            out[f"{c.name}/{m}_lo"] = d
+            out[f"{c.name}/{v}"] = _psum(_class_sum(oh, centred * centred, f), axis_name)
+
+    # ---- continuous labels: moments and co-moment with every neuron (shifted like the class moments).
+    for y in config.continuous:
+        if y.name not in labels:
+            raise KeyError(f"labels for continuous label {y.name!r} are missing from the batch")
+        yv = _frame_labels(jnp.asarray(labels[y.name]), B, T, f"labels {y.name!r}").astype(f)
+        m = frame_mask(y.selection) & ~jnp.isnan(yv)
+        w = m.reshape(N).astype(f)
+        yv = jnp.where(m, yv, 0.0).reshape(N)
+        n_b = _psum(jnp.sum(m, dtype=jnp.int32), axis_name)
+        nf = n_b.astype(f)
+        inv = jnp.where(nf > 0, 1.0 / jnp.where(nf > 0, nf, 1), 0.0)
+        has = (nf > 0).astype(f) if axis_name is None else jnp.any(m).astype(f)
+        first = jnp.argmax(w)
+        ndev = jnp.maximum(_psum(has, axis_name), 1)
+        y_rep = _psum(yv[first] * has, axis_name) / ndev
+        h_rep = _psum(x[:, first, :].astype(f) * has, axis_name) / ndev
+        seen = jnp.asarray(False) if shifts is None else shifts[f"{y.name}/n"] > 0
+        ys = y_rep if shifts is None else jnp.where(seen, shifts[f"{y.name}/y_mean"], y_rep)
+        hsh = h_rep if shifts is None else jnp.where(seen, shifts[f"{y.name}/h_mean"], h_rep)
+        yv = (yv - ys) * w
+        xs = x.astype(f) - hsh[:, None, :]
+        y_d = _psum(jnp.sum(yv), axis_name) * inv
+        h_d = _psum(_class_sum(w[:, None], xs, f)[:, 0], axis_name) * inv
+        dy = (yv - y_d) * w
+        dh = xs - h_d[:, None, :]  # ignored frames have weight 0 below
+        out[f"{y.name}/n"] = n_b
+        out[f"{y.name}/y_mean"], out[f"{y.name}/y_mean_lo"] = ys, y_d
+        out[f"{y.name}/h_mean"], out[f"{y.name}/h_mean_lo"] = hsh, h_d
+        out[f"{y.name}/y_m2"] = _psum(jnp.sum(dy * dy), axis_name)
+        out[f"{y.name}/h_m2"] = _psum(_class_sum(w[:, None], dh * dh, f)[:, 0], axis_name)
+        out[f"{y.name}/c"] = _psum(_class_sum(dy[:, None], dh, f)[:, 0], axis_name)
+    return NeuronStats(out, config)
+
+
+def update_stats(
+    stats: NeuronStats,
+    h: Activations,
+    valid: jax.Array,
+    labels: Mapping[str, jax.Array],
+    selections: Mapping[str, jax.Array] | None = None,
+    *,
+    axis_name: str | None = None,
+    topk_method: str = "auto",
+) -> NeuronStats:
+    """Fold one batch into ``stats`` (pure; jit it, or call it inside a jitted forward step)."""
+    part = batch_partials(h, valid, labels, selections, stats.config, axis_name=axis_name,
+                          topk_method=topk_method, shifts=stats.arrays)
+    return merge_stats(stats, part)
