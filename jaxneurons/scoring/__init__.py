@@ -3,6 +3,8 @@
 from jaxneurons.scoring.common import chance_level, mask_to_sets, real_neurons, sets_to_mask
 from jaxneurons.scoring.correlation import pearson_from_stats, point_biserial, point_biserial_from_stats
 from jaxneurons.scoring.entropy import class_coverage, lape_neurons
+from jaxneurons.scoring.moefication import balanced_kmeans, cluster_distribution, concentration, moefy
+from jaxneurons.scoring.overlap import overlap_matrix, overlap_matrix_null, overlap_null, set_overlap
 from jaxneurons.scoring.property import activation_probability, cross_groups, cross_labels, property_neurons
 from jaxneurons.scoring.selective import (
     DEFAULT_FRACTIONS,
@@ -12,11 +14,15 @@ from jaxneurons.scoring.selective import (
 )
 from jaxneurons.scoring.speaker import cluster_purity, kmeans, kmeans_assign, speaker_neurons
 
-# MoEfication / balanced k-means and overlap (other engineer):
-# from jaxneurons.scoring.moefication import ...
-# from jaxneurons.scoring.overlap import ...
-
 __all__ = [
+    "balanced_kmeans",
+    "cluster_distribution",
+    "concentration",
+    "moefy",
+    "overlap_matrix",
+    "overlap_matrix_null",
+    "overlap_null",
+    "set_overlap",
     "DEFAULT_FRACTIONS",
     "activation_probability",
     "chance_level",

@@ -1,0 +1,607 @@
+"""MoEfication: split each FFN layer's neurons into equal-size "experts" by balanced k-means.
+
+Study 5 (arXiv 2408.17324) follows MoEfication (Zhang et al. 2022, "MoEfication: Transformer
+Feed-forward Layers are Mixtures of Experts"): every intermediate neuron i of a layer is
+represented by its row ``W1[i, :]`` of the FFN input weight (shape ``(D, d_model)``, one row per
+neuron; a Flax ``Linear`` kernel is ``(d_model, D)``, i.e. its transpose), L2-normalised so that
+clustering groups neurons by the *direction* they read from the residual stream, not by their
+weight norm. The rows are clustered by balanced k-means into ``D // split`` clusters of exactly
+``split`` neurons (default split 96, as in the study; ``split`` must divide ``D``).
+
+Balanced k-means (our own, JAX, jitted): greedy k-means++ initialisation, then Lloyd iterations
+whose assignment step solves the capacity-constrained problem
+
+    min_{labels}  sum_i ||x_i - c_{labels_i}||^2   s.t. every cluster holds exactly n / k points.
+
+Its LP dual has one price per cluster: with the right prices, assigning every point to
+``argmin_j cost_ij + price_j`` is optimal. Two solvers, both warm-started from the previous
+Lloyd iteration's prices and both returning *exactly* balanced clusters:
+
+* ``method="sinkhorn"`` (default): entropic dual ascent on the prices at temperature
+  ``tau * spread`` (Sinkhorn column scaling, stabilised by absorption), then greedy capacity
+  rounding: points propose to their best cluster with room (by cost + price), clusters accept
+  the proposers with the largest regret. Near-optimal (the tests compare it with the exact
+  optimum; benchmarks/balanced_kmeans.md compares the k-means result with k-means-constrained)
+  and fast on clustered data.
+* ``method="auction"``: the Jacobi auction for the transportation problem (Bertsekas &
+  Castanon 1989). eps-optimal (total cost within ``n * eps`` of the exact optimum; tests check
+  it against ``scipy.optimize.linear_sum_assignment``), but on clustered data near-identical
+  points start price wars that need thousands of rounds, so it is the exact reference, not the
+  default.
+
+Why no ``argmax``/``top_k``/multi-operand sort in the kernels: on XLA:CPU inside a while loop,
+variadic reductions (argmax) and ``lax.top_k`` over a (32, 3072) array were several times slower
+than max + min written as single-operand reductions, and a single-operand int32 sort cheaper than
+a multi-operand one (micro-benchmarks on the 2-core development machine while writing this).
+
+Task-specific neuron sets are related to the experts with :func:`cluster_distribution` (counts
+per set, layer and cluster) and :func:`concentration` (share of a set in its top cluster(s)
+versus random sets of the same size placed on the same clusters).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "BalancedKMeansResult",
+    "balanced_assignment",
+    "balanced_kmeans",
+    "normalize_rows",
+    "moefy_layer",
+    "moefy",
+    "cluster_distribution",
+    "concentration",
+]
+
+METHODS = ("sinkhorn", "auction")
+
+
+# ----------------------------------------------------------------------------------------------
+# Balanced assignment kernels (all jit-traceable; costs laid out (k, n) so reductions over the
+# k clusters run along the leading axis and vectorise over points)
+# ----------------------------------------------------------------------------------------------
+
+
+def _top2(net):
+    """Best row index and best-minus-second-best gap per column of ``net`` (k, n).
+
+    Written with single-operand reductions (max, min): XLA:CPU's variadic argmax / top_k are
+    several times slower inside a while loop.
+    """
+    k = net.shape[0]
+    rows = jnp.arange(k, dtype=jnp.int32)[:, None]
+    b1 = jnp.max(net, axis=0)
+    best = jnp.min(jnp.where(net == b1[None, :], rows, k), axis=0)
+    b2 = jnp.max(jnp.where(rows == best[None, :], -jnp.inf, net), axis=0)
+    return best, b1 - b2
+
+
+def _keep_top(cand, score, room, k):
+    """Per cluster, keep the ``room[j]`` candidates with the highest ``score`` (ties: lower index).
+
+    ``cand`` (n,) holds a cluster id in [0, k) or ``k`` for "not competing". Returns the keep
+    mask (n,). One single-operand sort of a packed int32 key per call (cluster id in the high
+    bits, the score's rank quantised to at most 23 bits below): on XLA:CPU this is ~3x cheaper
+    than a multi-operand sort. Quantisation can only swap scores closer than
+    ``score_range * 2**-23``; callers read exact scores for prices.
+    """
+    n = cand.shape[0]
+    cbits = max(int(np.ceil(np.log2(k + 1))), 1)
+    qbits = 31 - cbits
+    if qbits < 12:
+        raise ValueError(f"too many clusters for the packed sort key: {k}")
+    # float32 holds integers exactly only up to 2**24, so quantise to at most 23 bits.
+    qmax = float(2 ** min(qbits, 23) - 1)
+    rows = jnp.arange(k, dtype=jnp.int32)[:, None]
+    active = cand < k
+    hi = jnp.max(jnp.where(active, score, -jnp.inf))
+    lo = jnp.min(jnp.where(active, score, jnp.inf))
+    scale = qmax / jnp.maximum(hi - lo, 1e-30)
+    q = jnp.clip(jnp.floor((hi - jnp.where(active, score, lo)) * scale), 0.0, qmax).astype(jnp.int32)
+    key = (cand << qbits) | q  # ascending key = cluster, then highest score first
+    skey = jnp.sort(key)
+    counts = jnp.zeros((k + 1,), jnp.int32).at[cand].add(1)[:k]
+    starts = jnp.cumsum(counts) - counts
+    room = jnp.maximum(room, 0)
+    over = counts > room
+    thr = skey[jnp.clip(starts + room - 1, 0, n - 1)]  # key of the room-th best candidate
+    thr = jnp.where(room > 0, thr, -1)  # nothing fits: every key is above the threshold
+    n_less = jnp.searchsorted(skey, thr, side="left").astype(jnp.int32) - starts
+    c = jnp.minimum(cand, k - 1)
+    my_thr = thr[c]
+    eq = active & (key == my_thr)
+    # Equal keys at the threshold are kept in index order, up to the cluster's remaining room.
+    eq_rank = jnp.cumsum((rows == cand[None, :]) & eq[None, :], axis=1, dtype=jnp.int32)
+    eq_rank = jnp.take_along_axis(eq_rank, c[None, :], axis=0)[0] - 1
+    keep = (key < my_thr) | (eq & (eq_rank < (room - n_less)[c]))
+    return active & (keep | ~over[c])
+
+
+def _auction_rounds(cost_t, prices, size, eps, max_rounds):
+    """One eps-phase of the Jacobi auction on costs ``cost_t`` (k, n), starting from ``prices``.
+
+    Returns (labels with -1 = still unassigned, prices, rounds). The result is within
+    ``n * (eps + bid_range * 2**-23)`` of the optimal balanced assignment cost.
+    """
+    k, n = cost_t.shape
+    room = jnp.full((k,), size, jnp.int32)
+
+    def cond(state):
+        labels, _, _, rounds = state
+        return jnp.any(labels < 0) & (rounds < max_rounds)
+
+    def body(state):
+        labels, bids, prices, rounds = state
+        best, gap = _top2(-cost_t - prices[:, None])
+        # Bid the price that makes the point indifferent between its two best clusters, plus eps.
+        new_bid = prices[best] + gap + eps
+        free = labels < 0
+        cand = jnp.where(free, best, labels)
+        bid = jnp.where(free, new_bid, bids)
+        keep = _keep_top(cand, bid, room, k)
+        labels = jnp.where(keep, cand, -1)
+        # A full cluster's price becomes the lowest bid it keeps; others keep their price.
+        counts = jnp.zeros((k,), jnp.int32).at[cand].add(1)
+        lowest = jnp.full((k,), jnp.inf, bid.dtype).at[cand].min(jnp.where(keep, bid, jnp.inf))
+        prices = jnp.where(counts >= size, lowest, prices)
+        return labels, bid, prices, rounds + 1
+
+    init = (jnp.full((n,), -1, jnp.int32), jnp.zeros((n,), cost_t.dtype), prices, jnp.int32(0))
+    labels, _, prices, rounds = jax.lax.while_loop(cond, body, init)
+    return labels, prices, rounds
+
+
+def _sinkhorn_prices(cost_t, prices, size, tau, max_iter, block=16):
+    """Entropic dual ascent on cluster prices until every cluster's soft mass is within half a
+    point of ``size`` (or ``max_iter`` steps); returns (prices, steps).
+
+    Each step is the exact Sinkhorn column scaling written on the prices (rows = points carry
+    mass 1, columns = clusters carry ``size``). It runs in the scaling domain with absorption
+    (Schmitzer 2019): every ``block`` steps the kernel ``exp(-(cost + price - row min) / tau)``
+    is rebuilt from the current prices, and in between a step is two mat-vecs and k exps, so
+    the exp of the (k, n) matrix is paid once per block, and the scalings stay in float32 range.
+    Converging to a tolerance (rather than a fixed step count) makes the prices, hence the
+    assignment, a function of the centres alone, so Lloyd iterations settle.
+    """
+    log_size = jnp.log(jnp.asarray(size, cost_t.dtype))
+    tol = 0.5 / size  # |log(mass / size)| <= tol  <=>  mass within ~half a point of size
+
+    def inner(p0, kern):
+        def log_mass(p):
+            # Within a block prices move at most block * 5 * tau, so the scalings stay finite.
+            logu = -(p - p0) / tau
+            u = jnp.exp(logu)
+            z = u @ kern  # (n,) row normalisers
+            return logu + jnp.log(kern @ (1.0 / z))
+
+        def step(carry, _):
+            p, err, i = carry
+            # A cluster with (numerically) no mass would get log 0 = -inf: bound the step instead.
+            delta = jnp.clip(log_mass(p) - log_size, -5.0, 5.0)
+            done = err <= tol
+            return (jnp.where(done, p, p + tau * delta), jnp.where(done, err, jnp.max(jnp.abs(delta))),
+                    i + (~done).astype(jnp.int32)), None
+
+        return step
+
+    def cond(state):
+        _, err, i = state
+        return (err > tol) & (i < max_iter)
+
+    def body(state):
+        p0, err, i = state
+        adj = cost_t + p0[:, None]
+        kern = jnp.exp(-(adj - jnp.min(adj, axis=0, keepdims=True)) / tau)  # (k, n), max 1 per column
+        (p, err, i), _ = jax.lax.scan(inner(p0, kern), (p0, err, i), None, length=block)
+        return p, err, i
+
+    p, _, steps = jax.lax.while_loop(cond, body, (prices, jnp.asarray(jnp.inf, cost_t.dtype), 0))
+    return p, steps
+
+
+def _greedy_round(cost_t, prices, size):
+    """Exactly balanced assignment from prices: free points propose to their best cluster with
+    room (by cost + price); each cluster accepts its proposers with the largest regret (gap to
+    their next choice) up to its room. Ends after at most k + 1 rounds (each round either
+    places every proposer or fills a cluster)."""
+    k, n = cost_t.shape
+    adj = cost_t + prices[:, None]
+
+    def cond(state):
+        labels, _, r = state
+        return jnp.any(labels < 0) & (r <= k + 1)
+
+    def body(state):
+        labels, room, r = state
+        net = jnp.where(room[:, None] > 0, -adj, -jnp.inf)
+        best, gap = _top2(net)
+        gap = jnp.where(jnp.isfinite(gap), gap, jnp.finfo(adj.dtype).max)  # last cluster with room
+        free = labels < 0
+        cand = jnp.where(free, best, k)
+        keep = _keep_top(cand, gap, room, k)
+        labels = jnp.where(keep, cand, labels)
+        room = room - jnp.zeros((k + 1,), jnp.int32).at[jnp.where(keep, cand, k)].add(1)[:k]
+        return labels, room, r + 1
+
+    init = (jnp.full((n,), -1, jnp.int32), jnp.full((k,), size, jnp.int32), jnp.int32(0))
+    labels, _, rounds = jax.lax.while_loop(cond, body, init)
+    return labels, rounds
+
+
+def _fill_unassigned(labels, size, k):
+    """Give every still-unassigned point a free slot, so clusters are exactly balanced.
+
+    Only does something if an auction hit its round cap (the greedy rounding always finishes):
+    free slots are listed cluster by cluster and paired with the unassigned points in index order.
+    """
+    counts = jnp.zeros((k,), jnp.int32).at[jnp.where(labels >= 0, labels, k)].add(1, mode="drop")
+    free_per_cluster = size - counts
+    # Slot s (0..n-1) of the virtual list of free slots belongs to the cluster whose cumulative
+    # free count first exceeds s.
+    cum_free = jnp.cumsum(free_per_cluster)
+    unassigned = labels < 0
+    order_among_free = jnp.cumsum(unassigned) - 1
+    slot_cluster = jnp.searchsorted(cum_free, order_among_free, side="right").astype(jnp.int32)
+    return jnp.where(unassigned, jnp.minimum(slot_cluster, k - 1), labels)
+
+
+def _cost_t(x, centroids):
+    # ||x||^2 is the same for every cluster, so it does not change the assignment.
+    return jnp.sum(centroids**2, axis=1)[:, None] - 2.0 * (centroids @ x.T)
+
+
+def _spread(cost_t):
+    """Typical per-point range of costs: the scale for eps / tau."""
+    return jnp.mean(jnp.max(cost_t, axis=0) - jnp.min(cost_t, axis=0))
+
+
+def _assign(cost_t, prices, size, method, rel, n_inner, max_rounds):
+    """Balanced assignment for costs (k, n); returns (labels, prices, steps, converged).
+
+    ``rel`` scales the per-point cost spread into the auction's eps or the Sinkhorn tau.
+    ``converged`` is False only if the auction hit ``max_rounds``; leftover points then fill the
+    free slots, so the labels are always exactly balanced.
+    """
+    k = cost_t.shape[0]
+    scale = jnp.maximum(_spread(cost_t), jnp.finfo(cost_t.dtype).tiny)
+    if method == "auction":
+        labels, prices, steps = _auction_rounds(cost_t, prices, size, rel * scale, max_rounds)
+    else:
+        prices, steps = _sinkhorn_prices(cost_t, prices, size, rel * scale, n_inner)
+        labels, _ = _greedy_round(cost_t, prices, size)
+    converged = jnp.all(labels >= 0)
+    labels = _fill_unassigned(labels, size, k)
+    # Prices are defined up to a constant; re-centre them so warm starts never drift.
+    return labels, prices - jnp.mean(prices), steps, converged
+
+
+def _centroids(x, labels, k, size):
+    return jax.ops.segment_sum(x, labels, num_segments=k) / size
+
+
+def _kmeanspp(x, key, k):
+    """Greedy k-means++ (Arthur & Vassilvitskii 2007; 2 + log k local trials, as scikit-learn)."""
+    n, d = x.shape
+    trials = 2 + int(np.log(k))
+    key, sub = jax.random.split(key)
+    first = jax.random.randint(sub, (), 0, n)
+    centres = jnp.zeros((k, d), x.dtype).at[0].set(x[first])
+    xsq = jnp.sum(x**2, axis=1)
+    closest = jnp.maximum(xsq - 2.0 * (x @ x[first]) + xsq[first], 0.0)
+
+    def step(i, carry):
+        centres, closest, key = carry
+        key, sub = jax.random.split(key)
+        p = closest / jnp.maximum(jnp.sum(closest), 1e-30)
+        cand = jax.random.choice(sub, n, (trials,), p=p)
+        d2 = jnp.maximum(xsq[None, :] - 2.0 * (x[cand] @ x.T) + xsq[cand][:, None], 0.0)  # (trials, n)
+        pot = jnp.minimum(closest[None, :], d2)
+        best = jnp.argmin(jnp.sum(pot, axis=1))
+        return centres.at[i].set(x[cand[best]]), pot[best], key
+
+    centres, _, _ = jax.lax.fori_loop(1, k, step, (centres, closest, key))
+    return centres
+
+
+@functools.partial(
+    jax.jit, static_argnames=("n_clusters", "max_iter", "method", "n_inner", "max_rounds")
+)
+def _kmeans_single(x, key, n_clusters, max_iter, tol, method, rel_start, rel_final, n_inner, max_rounds):
+    n, d = x.shape
+    k = n_clusters
+    size = n // k
+    tol_abs = tol * jnp.mean(jnp.var(x, axis=0))  # same convention as scikit-learn / k-means-constrained
+    centres = _kmeanspp(x, key, k)
+    prices = jnp.zeros((k,), x.dtype)
+
+    def cond(state):
+        it, _, _, shift, rel, _, _, _, same = state
+        return (it < max_iter) & ((shift > tol_abs) | (rel > rel_final)) & ~same
+
+    def body(state):
+        it, centres, prices, _, rel, rounds, ok, old, _ = state
+        labels, prices, r, conv = _assign(_cost_t(x, centres), prices, size, method, rel, n_inner,
+                                          max_rounds)
+        new = _centroids(x, labels, k, size)
+        shift = jnp.sum((new - centres) ** 2)
+        # Unchanged labels at the finest eps/tau: nothing can move any more (strict convergence).
+        same = jnp.all(labels == old) & (rel <= rel_final)
+        # Coarse eps / tau while centres still move a lot, finer as they settle.
+        rel = jnp.maximum(rel * 0.3, rel_final)
+        return it + 1, new, prices, shift, rel, rounds + r, ok & conv, labels, same
+
+    init = (jnp.int32(0), centres, prices, jnp.asarray(jnp.inf, x.dtype),
+            jnp.asarray(rel_start, x.dtype), jnp.int32(0), jnp.bool_(True),
+            jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
+    it, centres, prices, _, _, rounds, ok, _, _ = jax.lax.while_loop(cond, body, init)
+    # Final assignment to the final centres (as k-means-constrained does), at the finest eps/tau.
+    labels, prices, r, conv = _assign(_cost_t(x, centres), prices, size, method, rel_final, n_inner,
+                                      max_rounds)
+    centres = _centroids(x, labels, k, size)
+    inertia = jnp.sum((x - centres[labels]) ** 2)
+    return labels, centres, inertia, it, rounds + r, ok & conv
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BalancedKMeansResult:
+    """Outcome of :func:`balanced_kmeans`: every cluster holds exactly ``n / n_clusters`` points."""
+
+    labels: np.ndarray  # (n,) int32 cluster id per point
+    centroids: np.ndarray  # (k, d) float32 mean of each cluster's points
+    inertia: float  # sum of squared distances of points to their cluster mean
+    n_iter: int  # Lloyd iterations of the best init
+    steps: int  # total auction rounds or Sinkhorn steps of the best init
+    converged: bool  # False only if an auction hit max_rounds (labels were then repaired)
+    seed: int  # seed of the best init
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown balanced-assignment method {method!r}; expected one of {METHODS}")
+
+
+def balanced_assignment(
+    cost: np.ndarray,
+    *,
+    method: str = "auction",
+    rel: float | None = None,
+    max_steps: int = 200_000,
+) -> np.ndarray:
+    """Assign n points to k clusters of exactly ``n / k`` points, minimising the summed cost.
+
+    ``cost`` is (n, k). ``method="auction"`` (default here) is eps-optimal with
+    ``eps = rel * mean per-point cost range`` (default rel 1e-6), reached by eps-scaling phases;
+    ``"sinkhorn"`` is the fast approximation used inside :func:`balanced_kmeans` (``rel`` is then
+    the temperature, default 1e-3). Returns labels (n,) int32.
+    """
+    _check_method(method)
+    cost = np.asarray(cost, dtype=np.float32)
+    if cost.ndim != 2:
+        raise ValueError(f"cost must be (n_points, n_clusters), got shape {cost.shape}")
+    n, k = cost.shape
+    if k < 1 or n % k:
+        raise ValueError(f"{n} points cannot be split into {k} equal clusters")
+    if not np.all(np.isfinite(cost)):
+        raise ValueError("cost contains NaN or inf")
+    if k == 1:
+        return np.zeros(n, np.int32)
+    if rel is None:
+        rel = 1e-6 if method == "auction" else 1e-3
+    cost_t = jnp.asarray(cost.T)
+    prices = jnp.zeros((k,), jnp.float32)
+    # eps-scaling: coarse phases first (x0.1 each), warm-starting the prices; the last is `rel`.
+    phases = [r for r in (0.1, 1e-2, 1e-3, 1e-4, 1e-5) if r > rel] + [rel]
+    for r in phases:
+        labels, prices, _, ok = _assign_jit(cost_t, prices, n // k, method, float(r), max_steps, max_steps)
+    if not bool(ok):
+        raise RuntimeError(f"balanced assignment did not converge in {max_steps} steps; raise max_steps or rel")
+    return np.asarray(labels)
+
+
+_assign_jit = jax.jit(_assign, static_argnames=("size", "method", "n_inner", "max_rounds"))
+
+
+def balanced_kmeans(
+    x: np.ndarray,
+    n_clusters: int,
+    *,
+    seed: int = 0,
+    n_init: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    method: str = "sinkhorn",
+    rel_start: float = 0.1,
+    rel_final: float = 0.01,
+    max_steps: int = 300,
+    max_rounds: int = 100_000,
+) -> BalancedKMeansResult:
+    """Balanced k-means of the rows of ``x`` (n, d) into ``n_clusters`` clusters of n / k points.
+
+    Stops when the squared centre shift is <= ``tol * mean per-feature variance`` (the
+    scikit-learn / k-means-constrained convention) or labels no longer change, once eps/tau has
+    decayed (x0.3 per iteration) from ``rel_start`` to ``rel_final`` (relative to the per-point
+    cost spread). ``max_steps`` bounds Sinkhorn steps per assignment, ``max_rounds`` auction
+    rounds. ``n_init`` seeded restarts (seeds ``seed .. seed + n_init - 1``), lowest inertia wins.
+    Deterministic for a given seed on a given backend.
+    """
+    _check_method(method)
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"x must be (n_points, n_features), got shape {x.shape}")
+    n = x.shape[0]
+    if not isinstance(n_clusters, int | np.integer) or n_clusters < 1:
+        raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+    if n % n_clusters:
+        raise ValueError(f"{n} points cannot be split into {n_clusters} clusters of equal size")
+    if n_init < 1:
+        raise ValueError(f"n_init must be >= 1, got {n_init}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN or inf")
+    if n_clusters == 1:  # nothing to choose (and the auction's second-best gap would be infinite)
+        centre = x.mean(0, keepdims=True)
+        return BalancedKMeansResult(np.zeros(n, np.int32), centre, float(np.sum((x - centre) ** 2)), 0, 0,
+                                    True, seed)
+    xj = jnp.asarray(x)
+    best: BalancedKMeansResult | None = None
+    for s in range(seed, seed + n_init):
+        labels, centres, inertia, it, steps, ok = _kmeans_single(
+            xj, jax.random.PRNGKey(s), int(n_clusters), int(max_iter), float(tol), method,
+            float(rel_start), float(rel_final), int(max_steps), int(max_rounds))
+        res = BalancedKMeansResult(np.asarray(labels), np.asarray(centres), float(inertia), int(it),
+                                   int(steps), bool(ok), s)
+        if best is None or res.inertia < best.inertia:
+            best = res
+    assert best is not None
+    return best
+
+
+def normalize_rows(w1: np.ndarray) -> np.ndarray:
+    """L2-normalise each neuron's row of ``W1`` (D, d_model); a zero row is an error (no direction)."""
+    w1 = np.asarray(w1, dtype=np.float32)
+    norms = np.linalg.norm(w1, axis=-1, keepdims=True)
+    zero = np.argwhere(norms[..., 0] == 0)
+    if zero.size:
+        raise ValueError(f"W1 has all-zero neuron rows (no direction to cluster) at {zero[:10].tolist()}"
+                         f"{' ...' if len(zero) > 10 else ''}")
+    return w1 / norms
+
+
+def _check_w1(w1: np.ndarray, split: int) -> None:
+    if w1.ndim != 2:
+        raise ValueError(f"W1 of one layer must be 2-D (D, d_model), got shape {w1.shape}")
+    if not isinstance(split, int | np.integer) or split < 1:
+        raise ValueError(f"split must be a positive integer, got {split!r}")
+    d_ff, d_model = w1.shape
+    if d_ff % split:
+        hint = (f" (W1 may be transposed: its second axis {d_model} is divisible by {split};"
+                " pass one row per neuron, i.e. the Flax kernel's transpose)"
+                if d_model % split == 0 else "")
+        raise ValueError(f"split={split} does not divide the number of neurons D={d_ff}{hint}")
+
+
+def moefy_layer(w1: np.ndarray, split: int = 96, **kmeans_kwargs) -> BalancedKMeansResult:
+    """MoEfy one FFN layer: balanced k-means of the L2-normalised rows of ``W1`` (D, d_model)
+    into D / split experts of ``split`` neurons. ``kmeans_kwargs`` go to :func:`balanced_kmeans`."""
+    w1 = np.asarray(w1)
+    _check_w1(w1, split)
+    return balanced_kmeans(normalize_rows(w1), w1.shape[0] // split, **kmeans_kwargs)
+
+
+def moefy(w1: np.ndarray, split: int = 96, **kmeans_kwargs) -> np.ndarray:
+    """MoEfy every layer of a stacked ``W1`` (L, D, d_model); returns expert ids (L, D) int32.
+
+    Layers are clustered independently with the same seed (the result is reproducible layer by
+    layer). ``kmeans_kwargs`` go to :func:`balanced_kmeans`.
+    """
+    w1 = np.asarray(w1)
+    if w1.ndim != 3:
+        raise ValueError(f"stacked W1 must be (L, D, d_model), got shape {w1.shape}")
+    return np.stack([moefy_layer(w, split, **kmeans_kwargs).labels for w in w1]).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# How neuron sets spread over experts
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_ids_masks(cluster_ids: np.ndarray, neuron_masks: Mapping[str, np.ndarray], n_clusters):
+    ids = np.asarray(cluster_ids)
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"cluster_ids must be an integer (L, D) array, got {ids.dtype} {ids.shape}")
+    if ids.size and ids.min() < 0:
+        raise ValueError("cluster_ids contains negative ids")
+    k = int(ids.max()) + 1 if n_clusters is None else int(n_clusters)
+    if ids.size and ids.max() >= k:
+        raise ValueError(f"cluster id {int(ids.max())} >= n_clusters={k}")
+    masks = {}
+    for name, m in neuron_masks.items():
+        m = np.asarray(m)
+        if m.shape != ids.shape:
+            raise ValueError(f"mask {name!r} has shape {m.shape}, cluster_ids has {ids.shape}")
+        if m.dtype != bool:
+            raise ValueError(f"mask {name!r} must be boolean, got {m.dtype}")
+        masks[name] = m
+    return ids, masks, k
+
+
+def cluster_distribution(
+    cluster_ids: np.ndarray, neuron_masks: Mapping[str, np.ndarray], n_clusters: int | None = None
+) -> dict[str, np.ndarray]:
+    """Counts of each set's neurons per layer and expert: name -> (L, K) int64.
+
+    ``cluster_ids`` (L, D) from :func:`moefy`; ``neuron_masks`` name -> (L, D) bool.
+    """
+    ids, masks, k = _check_ids_masks(cluster_ids, neuron_masks, n_clusters)
+    n_layers = ids.shape[0]
+    offsets = (np.arange(n_layers) * k)[:, None]
+    out = {}
+    for name, m in masks.items():
+        flat = (ids + offsets)[m]
+        out[name] = np.bincount(flat, minlength=n_layers * k).reshape(n_layers, k).astype(np.int64)
+    return out
+
+
+def concentration(
+    cluster_ids: np.ndarray,
+    neuron_masks: Mapping[str, np.ndarray],
+    *,
+    top: int = 1,
+    n_null: int = 1000,
+    seed: int = 0,
+    n_clusters: int | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """How concentrated each set is in few experts, per layer, against a random-placement null.
+
+    Statistic: the fraction of a layer's set that falls in its ``top`` most-populated experts.
+    Null: ``n_null`` random sets of the same size in the same layer (seeded), i.e. the same
+    statistic with the layer's expert labels shuffled. Returns name -> dict of (L,) arrays:
+    ``size``, ``top_fraction``, ``null_mean``, ``null_std``, ``ratio`` (observed / null mean),
+    ``p_value`` = (1 + #null >= observed) / (1 + n_null). Layers where the set is empty get NaN
+    (0/0: no neurons, no distribution) everywhere except ``size``.
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    if n_null < 1:
+        raise ValueError(f"n_null must be >= 1, got {n_null}")
+    ids, masks, k = _check_ids_masks(cluster_ids, neuron_masks, n_clusters)
+    counts = cluster_distribution(ids, masks, k)
+    n_layers, d = ids.shape
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, m in masks.items():
+        res = {key: np.full(n_layers, np.nan) for key in
+               ("top_fraction", "null_mean", "null_std", "ratio", "p_value")}
+        res["size"] = m.sum(axis=1).astype(np.int64)
+        out[name] = res
+    row_offsets = (np.arange(n_null) * k)[:, None]
+    for layer in range(n_layers):
+        # One set of shuffles per layer, shared by all sets (a random set of size s = the first s
+        # neurons of a shuffled layer), so sets are compared on the same draws.
+        shuffled = rng.permuted(np.broadcast_to(ids[layer].astype(np.int32), (n_null, d)), axis=1)
+        for name in masks:
+            res = out[name]
+            size = int(res["size"][layer])
+            if size == 0:
+                continue  # 0/0: no neurons, no distribution -> NaN
+            obs = np.sort(counts[name][layer])[::-1][:top].sum() / size
+            null_counts = np.bincount((shuffled[:, :size] + row_offsets).ravel(),
+                                      minlength=n_null * k).reshape(n_null, k)
+            null = np.sort(null_counts, axis=1)[:, ::-1][:, :top].sum(axis=1) / size
+            res["top_fraction"][layer] = obs
+            res["null_mean"][layer] = null.mean()
+            res["null_std"][layer] = null.std()
+            res["ratio"][layer] = obs / null.mean()
+            res["p_value"][layer] = (1 + np.sum(null >= obs - 1e-12)) / (1 + n_null)
+    return out

@@ -1,0 +1,156 @@
+"""MoEfication: balanced assignment / k-means, expert ids per layer, set distribution over experts."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from jaxneurons.scoring import moefication as moe
+from jaxneurons.scoring.moefication import (
+    balanced_assignment,
+    balanced_kmeans,
+    cluster_distribution,
+    concentration,
+    moefy,
+    moefy_layer,
+    normalize_rows,
+)
+
+
+def optimal_cost(cost, size):
+    r, c = linear_sum_assignment(np.repeat(cost, size, axis=1))
+    return cost[r, c // size].sum()
+
+
+def test_balanced_assignment_vs_exact():
+    rng = np.random.default_rng(0)
+    n, k = 60, 4
+    for trial in range(3):
+        cost = rng.standard_normal((n, k)).astype(np.float32)
+        opt = optimal_cost(cost, n // k)
+        for method, tol in (("auction", 1e-4), ("sinkhorn", 0.02 * n)):
+            labels = balanced_assignment(cost, method=method)
+            assert np.all(np.bincount(labels, minlength=k) == n // k), (method, trial)
+            got = cost[np.arange(n), labels].sum()
+            assert got >= opt - 1e-4
+            assert got - opt <= tol, (method, trial, got, opt)
+
+
+def test_balanced_assignment_errors():
+    with pytest.raises(ValueError, match="equal clusters"):
+        balanced_assignment(np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        balanced_assignment(np.full((4, 2), np.nan))
+    with pytest.raises(ValueError, match="method"):
+        balanced_assignment(np.zeros((4, 2)), method="hungarian")
+
+
+def test_repair_when_auction_is_cut_short():
+    rng = np.random.default_rng(1)
+    cost_t = jnp.asarray(rng.standard_normal((4, 40)).astype(np.float32))
+    labels, _, _, ok = moe._assign_jit(cost_t, jnp.zeros(4), 10, "auction", 1e-6, 1, 1)
+    assert not bool(ok)  # one round cannot place everyone...
+    assert np.all(np.bincount(np.asarray(labels), minlength=4) == 10)  # ...but balance is exact
+
+
+def blobs(rng, k=4, per=12, d=8, noise=0.05):
+    centres = rng.standard_normal((k, d)) * 3
+    truth = np.repeat(np.arange(k), per)
+    x = centres[truth] + noise * rng.standard_normal((k * per, d))
+    perm = rng.permutation(k * per)
+    return x[perm].astype(np.float32), truth[perm]
+
+
+def same_partition(a, b):
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "auction"])
+def test_balanced_kmeans_recovers_blobs_deterministically(method):
+    rng = np.random.default_rng(2)
+    x, truth = blobs(rng)
+    r1 = balanced_kmeans(x, 4, seed=0, method=method)
+    r2 = balanced_kmeans(x, 4, seed=0, method=method)
+    np.testing.assert_array_equal(r1.labels, r2.labels)
+    assert np.all(np.bincount(r1.labels, minlength=4) == 12)
+    assert same_partition(r1.labels, truth)
+    assert r1.converged and r1.n_iter >= 1
+    means = np.stack([x[r1.labels == j].mean(0) for j in range(4)])
+    np.testing.assert_allclose(r1.centroids, means, atol=1e-5)
+    assert r1.inertia == pytest.approx(((x - means[r1.labels]) ** 2).sum(), rel=1e-5)
+
+
+def test_balanced_kmeans_forces_balance_on_unbalanced_data():
+    rng = np.random.default_rng(3)
+    # 36 points near one centre, 12 near another: 4 clusters of 12 must split the big blob.
+    x = np.concatenate([rng.standard_normal((36, 8)), 10 + rng.standard_normal((12, 8))]).astype(np.float32)
+    res = balanced_kmeans(x, 4, seed=1, n_init=2)
+    assert np.all(np.bincount(res.labels, minlength=4) == 12)
+    assert len(set(res.labels[36:].tolist())) == 1  # the small far blob is one cluster
+    assert res.seed in (1, 2)
+
+
+def test_balanced_kmeans_errors():
+    x = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match="equal size"):
+        balanced_kmeans(x, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        balanced_kmeans(np.full((4, 2), np.nan, np.float32), 2)
+    with pytest.raises(ValueError, match="method"):
+        balanced_kmeans(x, 2, method="greedy")
+
+
+def test_moefy_layers_and_validation():
+    rng = np.random.default_rng(4)
+    x, truth = blobs(rng, k=4, per=12, d=8)
+    w1 = x * rng.uniform(0.5, 3.0, (48, 1)).astype(np.float32)  # row scale must not matter
+    res = moefy_layer(w1, split=12)
+    assert res.labels.shape == (48,) and np.all(np.bincount(res.labels) == 12)
+    np.testing.assert_allclose(np.linalg.norm(normalize_rows(w1), axis=1), 1.0, rtol=1e-6)
+    ids = moefy(np.stack([w1, w1[::-1]]), split=12)
+    assert ids.shape == (2, 48) and ids.dtype == np.int32
+    np.testing.assert_array_equal(ids[0], res.labels)
+    one = moefy_layer(w1, split=48)  # D == split: a single expert
+    assert np.all(one.labels == 0) and one.centroids.shape == (1, 8)
+    with pytest.raises(ValueError, match="does not divide"):
+        moefy_layer(w1, split=96)
+    with pytest.raises(ValueError, match="transposed"):
+        moefy_layer(np.ones((10, 24), np.float32), split=12)
+    bad = w1.copy()
+    bad[5] = 0
+    with pytest.raises(ValueError, match="all-zero"):
+        moefy_layer(bad, split=12)
+    with pytest.raises(ValueError, match=r"\(L, D, d_model\)"):
+        moefy(w1, split=12)
+
+
+def test_cluster_distribution_and_concentration():
+    ids = np.stack([np.repeat(np.arange(4), 10), np.tile(np.arange(4), 10)])  # (L=2, D=40), 4 experts of 10
+    concentrated = ids == 0  # every neuron of expert 0 in both layers
+    rng = np.random.default_rng(5)
+    spread = np.zeros_like(concentrated)
+    for layer in range(2):  # 2 neurons from each expert
+        for e in range(4):
+            spread[layer, rng.choice(np.flatnonzero(ids[layer] == e), 2, replace=False)] = True
+    empty = np.zeros_like(concentrated)
+    empty[0, :3] = True  # empty in layer 1 only
+    masks = {"conc": concentrated, "spread": spread, "empty1": empty}
+    dist = cluster_distribution(ids, masks)
+    np.testing.assert_array_equal(dist["conc"], [[10, 0, 0, 0], [10, 0, 0, 0]])
+    np.testing.assert_array_equal(dist["spread"], np.full((2, 4), 2))
+    np.testing.assert_array_equal(dist["empty1"][1], 0)
+    c = concentration(ids, masks, n_null=500, seed=0)
+    np.testing.assert_allclose(c["conc"]["top_fraction"], 1.0)
+    assert np.all(c["conc"]["p_value"] < 0.01) and np.all(c["conc"]["ratio"] > 1.5)
+    np.testing.assert_allclose(c["spread"]["top_fraction"], 0.25)
+    assert np.all(c["spread"]["p_value"] > 0.5)  # as spread as it can be: not concentrated
+    assert np.isnan(c["empty1"]["top_fraction"][1]) and c["empty1"]["size"][1] == 0
+    c2 = concentration(ids, masks, n_null=500, seed=0, top=2)
+    np.testing.assert_allclose(c2["spread"]["top_fraction"], 0.5)
+    again = concentration(ids, masks, n_null=500, seed=0)
+    np.testing.assert_array_equal(again["spread"]["null_mean"], c["spread"]["null_mean"])
+    with pytest.raises(ValueError, match="shape"):
+        cluster_distribution(ids, {"x": concentrated[:, :5]})
+    with pytest.raises(ValueError, match="boolean"):
+        cluster_distribution(ids, {"x": concentrated.astype(int)})
