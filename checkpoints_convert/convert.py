@@ -37,6 +37,7 @@ def state_from_hf_weights(
     config: SpeechConfig, weights: dict[str, np.ndarray], source: str
 ) -> tuple[nnx.Module, dict[str, Any]]:
     """Fill a model of ``config`` from HF tensors; returns the model and a conversion report."""
+    had_weight_norm = any("weight_g" in k or "parametrizations.weight" in k for k in weights)
     weights = fold_weight_norm(weights, source)
     base, heads, prefix = split_base_and_heads(weights, source)
     model = abstract_model(config)
@@ -74,8 +75,9 @@ def state_from_hf_weights(
         "num_tensors": len(used),
         "num_parameters": int(sum(int(np.prod(v.shape)) for v in filled.values())),
         "dropped_head_weights": sorted(heads),
-        "weight_norm": "folded into encoder.pos_conv_embed.conv.kernel",
     }
+    if had_weight_norm:
+        report["weight_norm"] = "folded into encoder.pos_conv_embed.conv.kernel"
     return nnx.merge(graphdef, state), report
 
 

@@ -18,7 +18,35 @@ class CheckpointError(ValueError):
 
 
 # Prefixes HF task classes put in front of the base model's keys.
-BASE_PREFIXES = ("wav2vec2.", "hubert.", "wavlm.", "data2vec_audio.", "model.")
+BASE_PREFIXES = ("wav2vec2.", "hubert.", "wavlm.", "data2vec_audio.", "model.", "audio_spectrogram_transformer.")
+# First component of a base-model key right after the prefix (AST's new-style keys have no `encoder.`).
+_BASE_ROOTS = ("encoder", "layers", "embeddings")
+
+# AST (ViT-style) key names -> ours. HF has two styles: the legacy ViT one that released checkpoints carry
+# (`encoder.layer.{i}.attention.attention.query`, `intermediate.dense`, ...) and the transformers>=5 one
+# (`layers.{i}.attention.q_proj`, `mlp.fc1`, ...). Ours is the layout every family shares
+# (`encoder.layers.{i}.feed_forward.intermediate_dense`, ...), so pruning and scoring code needs no AST case.
+_AST_LAYER_RENAMES = (
+    ("attention.attention.query.", "attention.q_proj."),
+    ("attention.attention.key.", "attention.k_proj."),
+    ("attention.attention.value.", "attention.v_proj."),
+    ("attention.output.dense.", "attention.out_proj."),
+    ("attention.o_proj.", "attention.out_proj."),
+    ("intermediate.dense.", "feed_forward.intermediate_dense."),
+    ("output.dense.", "feed_forward.output_dense."),
+    ("mlp.fc1.", "feed_forward.intermediate_dense."),
+    ("mlp.fc2.", "feed_forward.output_dense."),
+    ("layernorm_before.", "layer_norm."),
+    ("layernorm_after.", "final_layer_norm."),
+)
+# Ours -> transformers>=5 AST names (the style `save_pretrained` writes today).
+_AST_LAYER_EXPORT = (
+    ("attention.out_proj.", "attention.o_proj."),
+    ("feed_forward.intermediate_dense.", "mlp.fc1."),
+    ("feed_forward.output_dense.", "mlp.fc2."),
+    ("final_layer_norm.", "layernorm_after."),
+    ("layer_norm.", "layernorm_before."),
+)
 
 # Top-level modules of HF task/pre-training heads: dropped from the encoder conversion and reported.
 HEAD_MODULES = (
@@ -114,7 +142,7 @@ def split_base_and_heads(
     """Separate the base model's tensors (prefix stripped) from task/pre-training head tensors."""
     prefix = ""
     for candidate in BASE_PREFIXES:
-        if any(k.startswith(candidate + "encoder.") for k in weights):
+        if any(k.startswith(candidate) and k[len(candidate):].split(".")[0] in _BASE_ROOTS for k in weights):
             prefix = candidate
             break
     base: dict[str, np.ndarray] = {}
@@ -131,7 +159,48 @@ def split_base_and_heads(
             unknown.append(key)
     if unknown:
         raise CheckpointError(f"{source}: unexpected weights outside the base model {prefix!r}: {sorted(unknown)}")
+    if any(k.startswith("embeddings.patch_embeddings.") for k in base):
+        base = ast_keys_from_hf(base)
     return base, heads, prefix
+
+
+def _split_layer_key(key: str, layer_roots: tuple[str, ...]) -> tuple[str, str] | None:
+    """``'<root>.{i}.rest'`` -> (``'{i}'``, ``'rest'``) for the first matching root, else None."""
+    for root in layer_roots:
+        if key.startswith(root + "."):
+            index, _, rest = key[len(root) + 1:].partition(".")
+            if index.isdigit():
+                return index, rest
+    return None
+
+
+def ast_keys_from_hf(base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rename AST base-model keys (either HF style, prefix stripped) to our ``encoder.layers.{i}`` names."""
+    out = {}
+    for key, value in base.items():
+        split = _split_layer_key(key, ("encoder.layer", "layers"))
+        if split is not None:
+            index, rest = split
+            for old, new in _AST_LAYER_RENAMES:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+            key = f"encoder.layers.{index}.{rest}"
+        out[key] = value
+    return out
+
+
+def ast_key_to_hf(key: str) -> str:
+    """Inverse of :func:`ast_keys_from_hf` for one key, in the transformers>=5 style (``layers.{i}.mlp.fc1``)."""
+    split = _split_layer_key(key, ("encoder.layers",))
+    if split is None:
+        return key
+    index, rest = split
+    for ours, theirs in _AST_LAYER_EXPORT:
+        if rest.startswith(ours):
+            rest = theirs + rest[len(ours):]
+            break
+    return f"layers.{index}.{rest}"
 
 
 _RENAME = {"kernel": "weight", "scale": "weight", "embedding": "weight", "mean": "running_mean", "var": "running_var"}
@@ -144,12 +213,15 @@ def hf_key(path: tuple) -> str:
 
 
 def to_nnx_layout(path: tuple, value: np.ndarray) -> np.ndarray:
-    """HF tensor layout -> NNX layout: Linear (out, in) -> (in, out); Conv1d (out, in, k) -> (k, in, out)."""
+    """HF tensor layout -> NNX layout: Linear (out, in) -> (in, out); Conv1d (out, in, k) -> (k, in, out);
+    Conv2d (out, in, kh, kw) -> (kh, kw, in, out)."""
     if path[-1] == "kernel":
         if value.ndim == 2:
             return value.T
         if value.ndim == 3:
             return np.transpose(value, (2, 1, 0))
+        if value.ndim == 4:
+            return np.transpose(value, (2, 3, 1, 0))
     return value
 
 
@@ -160,4 +232,6 @@ def to_hf_layout(path: tuple, value: np.ndarray) -> np.ndarray:
             return value.T
         if value.ndim == 3:
             return np.transpose(value, (2, 1, 0))
+        if value.ndim == 4:
+            return np.transpose(value, (3, 2, 0, 1))
     return value

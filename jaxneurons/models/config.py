@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-FAMILIES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "melhubert")
+FAMILIES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "melhubert", "ast")
 
 # HF `model_type` -> our family name.
 _MODEL_TYPES = {
@@ -21,6 +21,7 @@ _MODEL_TYPES = {
     "data2vec-audio": "data2vec-audio",
     "wavlm": "wavlm",
     "melhubert": "melhubert",
+    "audio-spectrogram-transformer": "ast",
 }
 
 _ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "swish", "silu")
@@ -72,6 +73,18 @@ class SpeechConfig:
     frame_stacking: int = 2
     num_clusters: int = 0  # 0: no masked-prediction head
     sample_rate: int = 16000
+    # Audio Spectrogram Transformer (AST; HF `audio-spectrogram-transformer`). Its log-mel front end uses
+    # `num_mel_bins` (128 in every released AST) and pads/truncates to `max_length` fbank frames; patches are
+    # `patch_size` squared with strides `frequency_stride` (mel axis) and `time_stride` (frame axis).
+    # `feature_mean`/`feature_std` are the HF ASTFeatureExtractor's normalisation, (x - mean) / (2 std); they
+    # live in HF's preprocessor_config.json, not config.json (AudioSet values by default).
+    patch_size: int = 16
+    frequency_stride: int = 10
+    time_stride: int = 10
+    max_length: int = 1024
+    qkv_bias: bool = True
+    feature_mean: float = -4.2677393
+    feature_std: float = 4.5689974
     # Bookkeeping: per-layer FFN widths after physical pruning (None: all equal intermediate_size).
     intermediate_sizes: tuple[int, ...] | None = None
 
@@ -91,6 +104,18 @@ class SpeechConfig:
             raise ConfigError(f"group_norm_padding must be 'mask' or 'hf', got {self.group_norm_padding!r}")
         if not (len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride)):
             raise ConfigError("conv_dim, conv_kernel and conv_stride must have the same length")
+        if self.family == "ast":
+            for name in ("patch_size", "frequency_stride", "time_stride", "max_length", "num_mel_bins"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ConfigError(f"AST {name} must be a positive int, got {value!r}")
+            if self.num_mel_bins < self.patch_size or self.max_length < self.patch_size:
+                raise ConfigError(
+                    f"AST patch_size {self.patch_size} is larger than num_mel_bins {self.num_mel_bins} or "
+                    f"max_length {self.max_length}"
+                )
+            if not self.feature_std > 0:
+                raise ConfigError(f"AST feature_std must be > 0, got {self.feature_std}")
         if self.intermediate_sizes is not None and len(self.intermediate_sizes) != self.num_hidden_layers:
             raise ConfigError(
                 f"intermediate_sizes has {len(self.intermediate_sizes)} entries for {self.num_hidden_layers} layers"
@@ -184,6 +209,38 @@ _MAPPED_HF_KEYS = (
 )
 
 
+# HF ASTConfig: its defaults (applied to keys a config.json leaves out; they differ from SpeechConfig's, e.g.
+# layer_norm_eps 1e-12 and 128 mel bins) and the keys that do not change the encoder's forward pass.
+_AST_HF_DEFAULTS = {
+    "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+    "hidden_act": "gelu", "layer_norm_eps": 1e-12, "patch_size": 16, "qkv_bias": True, "frequency_stride": 10,
+    "time_stride": 10, "max_length": 1024, "num_mel_bins": 128,
+}
+_AST_IGNORED_HF_KEYS = frozenset({"hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"})
+
+
+def _ast_config_from_hf_dict(hf: Mapping[str, Any], source: str) -> SpeechConfig:
+    # `max_length` is a generation key for the other families but AST's spectrogram length (position
+    # embeddings), so AST keys are matched before the generic ignore list.
+    unknown = sorted(k for k in hf if k not in _AST_HF_DEFAULTS and k not in _AST_IGNORED_HF_KEYS
+                     and k not in _IGNORED_HF_KEYS and k != "head_dim")
+    if unknown:
+        raise ConfigError(f"{source}: unknown config keys (they may change the forward pass): {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {"family": "ast", "has_masked_spec_embed": False, "do_stable_layer_norm": True}
+    for key, default in _AST_HF_DEFAULTS.items():
+        kwargs[key] = hf.get(key, default)
+    if not isinstance(kwargs["patch_size"], int):
+        raise ConfigError(f"{source}: AST patch_size must be an int (HF builds square patches), "
+                          f"got {kwargs['patch_size']!r}")
+    head_dim = hf.get("head_dim")
+    if head_dim is not None and head_dim * kwargs["num_attention_heads"] != kwargs["hidden_size"]:
+        raise ConfigError(f"{source}: head_dim {head_dim} * num_attention_heads != hidden_size is not supported")
+    try:
+        return SpeechConfig(**kwargs)
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"{source}: {e}") from e
+
+
 def config_from_hf_dict(hf: Mapping[str, Any], source: str = "config.json") -> SpeechConfig:
     """Build a :class:`SpeechConfig` from a HF config dict; ``source`` names the file in errors."""
     model_type = hf.get("model_type")
@@ -195,6 +252,8 @@ def config_from_hf_dict(hf: Mapping[str, Any], source: str = "config.json") -> S
     if family == "melhubert":
         # Our own architecture: its config.json is our SpeechConfig format plus model_type.
         return SpeechConfig.from_dict({k: v for k, v in hf.items() if k != "model_type"})
+    if family == "ast":
+        return _ast_config_from_hf_dict(hf, source)
     unknown = sorted(k for k in hf if k not in _IGNORED_HF_KEYS and k not in _MAPPED_HF_KEYS
                      and k not in ("add_adapter", "adapter_attn_dim", "num_feat_extract_layers"))
     if unknown:
@@ -232,4 +291,38 @@ def load_hf_config(model_dir: str) -> SpeechConfig:
             data = json.load(f)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from e
-    return config_from_hf_dict(data, source=path)
+    config = config_from_hf_dict(data, source=path)
+    if config.family == "ast":
+        config = _with_ast_preprocessor(config, model_dir)
+    return config
+
+
+def _with_ast_preprocessor(config: SpeechConfig, model_dir: str) -> SpeechConfig:
+    """Take AST's normalisation from ``preprocessor_config.json`` (checkpoints differ: AudioSet, Speech Commands).
+
+    Without the file the AudioSet defaults stay. Settings our front end does not reproduce are an error.
+    """
+    path = os.path.join(model_dir, "preprocessor_config.json")
+    if not os.path.exists(path):
+        return config
+    with open(path) as f:
+        try:
+            pre = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+    kind = pre.get("feature_extractor_type", "ASTFeatureExtractor")
+    if kind != "ASTFeatureExtractor":
+        raise ConfigError(f"{path}: feature_extractor_type {kind!r}, expected 'ASTFeatureExtractor'")
+    checks = {"num_mel_bins": config.num_mel_bins, "max_length": config.max_length,
+              "sampling_rate": config.sample_rate, "feature_size": 1, "padding_value": 0.0}
+    for key, expected in checks.items():
+        if key in pre and pre[key] != expected:
+            raise ConfigError(f"{path}: {key}={pre[key]!r} but the model needs {expected!r}")
+    if not pre.get("do_normalize", True):
+        # (x - 0) / (2 * 0.5) == x exactly: no normalisation.
+        return config.replace(feature_mean=0.0, feature_std=0.5)
+    try:
+        return config.replace(feature_mean=float(pre.get("mean", config.feature_mean)),
+                              feature_std=float(pre.get("std", config.feature_std)))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e

@@ -26,6 +26,10 @@ def model_class(config: SpeechConfig) -> type[nnx.Module]:
         from jaxneurons.models.melhubert import MelHuBERTModel
 
         return MelHuBERTModel
+    if config.family == "ast":
+        from jaxneurons.models.ast import ASTModel
+
+        return ASTModel
     raise ValueError(f"no model class for family {config.family!r}")
 
 
