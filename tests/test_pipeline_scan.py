@@ -78,3 +78,25 @@ def test_scan_results_directory(corpus, tmp_path):
     assert summary["totals"]["aape:gender"]["m"] + summary["totals"]["aape:gender"]["f"] >= 1
     assert scored["selective:speaker"]["scores"][plan.class_vocabs["selective_speaker"].label(0)].shape == (2, 100)
     assert (tmp_path / "res" / "report.html").exists() and (tmp_path / "res" / "figures" / "phone_type.png").exists()
+
+
+def test_speaker_property_cells_combine_ivector_groups_and_ssl_clusters(corpus):
+    model = build_model(TINY, seed=2)
+    options = ScanOptions(properties=("speaker",), batch_size=4, ivector_components=4, ivector_dim=4,
+                          num_ssl_clusters=3, speaker_sigma=1.0)
+    plan = plan_scan(model, corpus, options)
+    assert plan.ssl_layer == 2 and plan.ssl_centroids.shape == (3, TINY.hidden_size)
+    assert set(np.unique(plan.speaker_groups)) <= {0, 1}
+    stats = scan_statistics(model, corpus, plan, progress=False)
+    frames = stats.to_numpy()["speaker_cell/frames"]
+    assert frames.shape == (6,)
+    # Every valid frame is counted once, in the cell of its utterance's i-vector group.
+    total = sum(int(model.num_frames(u.num_samples)) for u in corpus)
+    assert frames.sum() == total
+    for g in (0, 1):
+        expected = sum(int(model.num_frames(u.num_samples)) for u, grp in zip(corpus, plan.speaker_groups, strict=True)
+                       if grp == g)
+        assert frames[g * 3:(g + 1) * 3].sum() == expected
+    scored = score(stats, plan)
+    assert set(scored["speaker"]["groups"]) == {"ivector_cluster0", "ivector_cluster1"}
+    assert set(scored["ssl_cluster"]["groups"]) == {"ssl_cluster0", "ssl_cluster1", "ssl_cluster2"}

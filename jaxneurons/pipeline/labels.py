@@ -141,3 +141,39 @@ def pitch_edges_from_data(labels: Sequence[UtteranceLabels], inventory: PhoneInv
 def pitch_bins(f0: np.ndarray, edges: tuple[float, float]) -> np.ndarray:
     """0 low / 1 mid / 2 high, -1 unvoiced."""
     return np.where(f0 <= 0, -1, np.where(f0 < edges[0], 0, np.where(f0 < edges[1], 1, 2))).astype(np.int32)
+
+
+def mfcc_deltas_per_utterance(audio: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
+    """MFCC (13) + deltas + delta-deltas with per-utterance mean normalisation, 10 ms frames (i-vector input)."""
+    from jaxneurons.features.mfcc import add_deltas, cmn, mfcc
+
+    out: list[np.ndarray | None] = [None] * len(audio)
+    order = np.argsort([len(a) for a in audio], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        padded = -(-max(len(audio[i]) for i in idx) // 8000) * 8000
+        batch = np.zeros((len(idx), padded), np.float32)
+        lengths = np.array([len(audio[i]) for i in idx], np.int32)
+        for row, i in enumerate(idx):
+            batch[row, : len(audio[i])] = audio[i]
+        feats, n = mfcc(jnp.asarray(batch), jnp.asarray(lengths))
+        feats = cmn(add_deltas(feats, n), n)
+        feats, n = np.asarray(feats), np.asarray(n)
+        for row, i in enumerate(idx):
+            out[i] = feats[row, : int(n[row])]
+    return out  # type: ignore[return-value]
+
+
+def ivector_clusters(
+    audio: Sequence[np.ndarray], num_clusters: int = 2, *, num_components: int = 64, ivector_dim: int = 100,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster id per utterance, length-normalised i-vectors): GMM-UBM + total variability on MFCC+deltas,
+    then k-means (arXiv 2506.21712 uses k = 2 clusters of i-vectors as label-free speaker groups)."""
+    from jaxneurons.features.ivector import ivector_pipeline
+    from jaxneurons.scoring.speaker import kmeans
+
+    ivecs, _ = ivector_pipeline(mfcc_deltas_per_utterance(audio), num_components=num_components,
+                                ivector_dim=ivector_dim, seed=seed)
+    _, labels = kmeans(np.asarray(ivecs), num_clusters, seed=seed)
+    return np.asarray(labels, np.int32), np.asarray(ivecs)

@@ -9,6 +9,11 @@ Properties (``ScanOptions.properties``):
   copy that.) Pitch: YIN F0 (71-800 Hz, 20 ms) with bins at the 33rd/66th percentiles of voiced frames
   of voiced phones in the scanned data, or fixed edges (``pitch_edges``; the paper's LibriSpeech values
   were 129.03 / 179.78 Hz).
+- ``speaker``: label-free speaker neurons (arXiv 2506.21712): cells (g, c) with g = k-means (k = 2) cluster
+  of the utterance's i-vector and c = k-means (k = 3) cluster of the frame's features at layer
+  ``ssl_layer`` (default: the layer at 3/4 of the depth, as layer 9 of 12 in the paper), every frame;
+  speaker neurons are kept for one i-vector group in at least ``speaker_sigma`` (1.0: all) of the SSL
+  clusters and exclusive to it; SSL-cluster neurons likewise per SSL cluster.
 - ``aape:LABEL``: class-specific neurons by activation-probability entropy (arXiv 2602.15307, after LAPE):
   ``h > 0`` counts per class of an utterance label (``gender``, ``speaker``, ``language`` or a key of the
   manifest's ``labels``), every frame; top_rate 1 %, filter_rate 0.95, activation_bar_ratio 0.95.
@@ -33,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -53,6 +59,7 @@ from jaxneurons.scoring.common import mask_to_sets
 from jaxneurons.scoring.entropy import class_coverage, lape_neurons
 from jaxneurons.scoring.property import property_neurons
 from jaxneurons.scoring.selective import selective_scores
+from jaxneurons.scoring.speaker import speaker_neurons
 from jaxneurons.stats.scan import run_scan
 from jaxneurons.stats.spec import ConditionSpec, StatsConfig
 from jaxneurons.stats.state import NeuronStats
@@ -60,6 +67,7 @@ from jaxneurons.stats.state import NeuronStats
 log = logging.getLogger(__name__)
 
 PHONE_PROPERTIES = ("phone_type", "gender", "pitch")
+OTHER_PROPERTIES = ("speaker",)
 PITCH_GROUPS = ("low", "mid", "high")
 
 
@@ -72,6 +80,13 @@ class ScanOptions:
     rho: float = 0.01
     sigma: float = 0.8
     pitch_edges: tuple[float, float] | None = None
+    speaker_sigma: float = 1.0
+    ssl_layer: int | None = None
+    num_ssl_clusters: int = 3
+    num_speaker_clusters: int = 2
+    ivector_components: int = 64
+    ivector_dim: int = 100
+    ssl_max_utterances: int = 200
     aape_top_rate: float = 0.01
     aape_filter_rate: float = 0.95
     aape_activation_bar_ratio: float = 0.95
@@ -84,8 +99,9 @@ class ScanOptions:
             raise ValueError(f"frames must be 'mid' or 'all', got {self.frames!r}")
         for p in self.properties:
             kind = p.split(":", 1)[0]
-            if p not in PHONE_PROPERTIES and kind not in ("aape", "selective"):
-                raise ValueError(f"unknown property {p!r}; use {PHONE_PROPERTIES}, 'aape:LABEL' or 'selective:LABEL'")
+            if p not in PHONE_PROPERTIES + OTHER_PROPERTIES and kind not in ("aape", "selective"):
+                raise ValueError(f"unknown property {p!r}; use {PHONE_PROPERTIES + OTHER_PROPERTIES}, 'aape:LABEL' "
+                                 "or 'selective:LABEL'")
             if kind in ("aape", "selective") and ":" not in p:
                 raise ValueError(f"property {p!r} needs a label, e.g. '{kind}:gender'")
 
@@ -107,6 +123,10 @@ class ScanPlan:
     utt_labels: list[UtteranceLabels]
     utt_classes: dict[str, np.ndarray]  # condition name -> (num_utts,) class id, -1 unknown
     pitch_edges: tuple[float, float] | None
+    ssl_layer: int | None = None
+    ssl_centroids: np.ndarray | None = None
+    speaker_groups: np.ndarray | None = None  # (num_utts,) i-vector cluster
+    clustering: dict[str, Any] = dataclasses.field(default_factory=dict)  # purity reports
 
     def condition_names(self) -> list[str]:
         return [c.name for c in self.stats_config.conditions]
@@ -130,8 +150,11 @@ def plan_scan(
         conditions.append(ConditionSpec("phone", n_ph, selection))
     if "gender" in options.properties:
         conditions.append(ConditionSpec("gender_phone", len(GENDERS) * n_ph, selection))
+    audio = None
+    if "pitch" in options.properties or "speaker" in options.properties:
+        audio = [load_audio(u.path, 16000, issues=issues) for u in utts]
     if "pitch" in options.properties:
-        attach_f0(labels, [load_audio(u.path, 16000, issues=issues) for u in utts])
+        attach_f0(labels, audio)
         edges = options.pitch_edges or pitch_edges_from_data(labels, inventory)
         conditions.append(ConditionSpec("pitch_phone", len(PITCH_GROUPS) * n_ph, selection))
     class_vocabs: dict[str, LabelVocab] = {}
@@ -149,9 +172,37 @@ def plan_scan(
         utt_classes[name] = np.array([-1 if v is None else vocab.id(str(v)) for v in values], np.int32)
         stat = "positive" if kind == "aape" else "moments"
         conditions.append(ConditionSpec(name, len(vocab), None, (stat,)))
+    speaker: dict[str, Any] = {}
+    if "speaker" in options.properties:
+        speaker = _plan_speaker(model, utts, audio, options)
+        conditions.append(ConditionSpec("speaker_cell", options.num_speaker_clusters * options.num_ssl_clusters))
     widths = tuple(config.ffn_width(i) for i in range(config.num_hidden_layers))
     stats_config = StatsConfig(widths=widths, conditions=tuple(conditions), rho=options.rho)
-    return ScanPlan(options, stats_config, inventory, class_vocabs, labels, utt_classes, edges)
+    return ScanPlan(options, stats_config, inventory, class_vocabs, labels, utt_classes, edges, **speaker)
+
+
+def default_ssl_layer(num_layers: int) -> int:
+    """hidden_states index at 3/4 of the depth (layer 9 of 12 in arXiv 2506.21712)."""
+    return max(1, int(0.75 * num_layers + 0.5))
+
+
+def _plan_speaker(model: nnx.Module, utts: Sequence[Utterance], audio: list[np.ndarray], options: ScanOptions) -> dict:
+    """i-vector groups per utterance and SSL k-means centroids of one layer (fit on a seeded subsample)."""
+    from jaxneurons.pipeline.labels import ivector_clusters
+    from jaxneurons.scoring.speaker import cluster_purity, kmeans
+    from jaxneurons.train.targets import layer_features
+
+    groups, _ = ivector_clusters(audio, options.num_speaker_clusters, num_components=options.ivector_components,
+                                 ivector_dim=options.ivector_dim)
+    layer = options.ssl_layer if options.ssl_layer is not None else default_ssl_layer(model.config.num_hidden_layers)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(utts), min(len(utts), options.ssl_max_utterances), replace=False)
+    feats = layer_features(model, [audio[i] for i in pick], layer)
+    centroids, _ = kmeans(np.concatenate(feats), options.num_ssl_clusters, seed=0, max_points=100_000)
+    gender = np.array([GENDERS.index(u.gender) if u.gender in GENDERS else -1 for u in utts])
+    clustering = {"ivector_clusters_vs_gender": cluster_purity(groups, gender) if (gender >= 0).any() else None,
+                  "ssl_layer": layer}
+    return {"ssl_layer": layer, "ssl_centroids": centroids, "speaker_groups": groups, "clustering": clustering}
 
 
 def batch_labels(plan: ScanPlan, utt_indices: np.ndarray, num_frames: int) -> tuple[dict, dict]:
@@ -184,17 +235,34 @@ def batch_labels(plan: ScanPlan, utt_indices: np.ndarray, num_frames: int) -> tu
         labels["pitch_phone"] = np.where((phone >= 0) & (pitch >= 0), pitch * n_ph + phone, -1).astype(np.int32)
     for name, classes in plan.utt_classes.items():
         labels[name] = np.where(utt_indices >= 0, classes[np.maximum(utt_indices, 0)], -1).astype(np.int32)
+    if "speaker_cell" in names:
+        # The i-vector group per utterance; the forward pass turns it into g * num_ssl + SSL cluster per frame.
+        groups = plan.speaker_groups[np.maximum(utt_indices, 0)]
+        labels["speaker_cell"] = np.where(utt_indices >= 0, groups, -1).astype(np.int32)
     selections = {"mid": middle} if plan.options.frames == "mid" else {}
     return labels, selections
 
 
-def make_forward(graphdef: nnx.GraphDef) -> Callable:
-    """``forward_fn(state, batch) -> (h per layer, valid)`` for :func:`jaxneurons.stats.scan.run_scan`."""
+def make_forward(graphdef: nnx.GraphDef, plan: ScanPlan | None = None) -> Callable:
+    """``forward_fn(state, batch) -> (h per layer, valid[, labels])`` for :func:`jaxneurons.stats.scan.run_scan`.
+
+    With a speaker property the SSL cluster of every frame (nearest centroid of its layer features) is
+    computed in the same pass and combined with the utterance's i-vector group.
+    """
+    ssl = plan is not None and plan.ssl_centroids is not None
+    centroids = jnp.asarray(plan.ssl_centroids) if ssl else None
 
     def forward_fn(state, batch):
         model = nnx.merge(graphdef, state)
         out, ffn, _ = forward_with_captures(model, batch["audio"], batch["audio_lengths"])
-        return tuple(ffn), out.frame_mask
+        if not ssl:
+            return tuple(ffn), out.frame_mask
+        x = out.hidden_states[plan.ssl_layer]
+        dist = (jnp.sum(x * x, -1, keepdims=True) - 2 * x @ centroids.T + jnp.sum(centroids * centroids, -1))
+        cluster = jnp.argmin(dist, axis=-1).astype(jnp.int32)
+        group = batch["labels"]["speaker_cell"][:, None]
+        cell = jnp.where((group >= 0) & out.frame_mask, group * centroids.shape[0] + cluster, -1)
+        return tuple(ffn), out.frame_mask, {"speaker_cell": cell}
 
     return forward_fn
 
@@ -251,7 +319,7 @@ def scan_statistics(
         start = load_checkpoint(checkpoint_path)[1]
     on_batch = Progress(len(loader), start) if progress else None
     stats, cursor = run_scan(
-        make_forward(graphdef), state, batches, plan.stats_config, mesh=mesh, checkpoint_path=checkpoint_path,
+        make_forward(graphdef, plan), state, batches, plan.stats_config, mesh=mesh, checkpoint_path=checkpoint_path,
         checkpoint_every=options.checkpoint_every, fingerprint=fingerprint, on_batch=on_batch,
     )
     if cursor != len(loader):
@@ -286,6 +354,14 @@ def score(stats: NeuronStats, plan: ScanPlan) -> dict[str, Any]:
         res = property_neurons(*counts("pitch_phone"), groups, **kw)
         out["pitch"] = {"groups": res["exclusive"], "scores": res["scores"], "empty_cells": res["empty_cells"],
                         "edges_hz": list(plan.pitch_edges)}
+    if "speaker" in options.properties:
+        res = speaker_neurons(*counts("speaker_cell"), options.num_speaker_clusters, options.num_ssl_clusters,
+                              rho=options.rho, sigma=options.speaker_sigma, widths=widths)
+        out["speaker"] = {"groups": {f"ivector_cluster{g}": res["speaker"]["exclusive"][f"group{g}"]
+                                     for g in range(options.num_speaker_clusters)},
+                          "scores": res["speaker"]["scores"], "clustering": plan.clustering}
+        out["ssl_cluster"] = {"groups": {f"ssl_cluster{c}": res["ssl"]["exclusive"][f"ssl{c}"]
+                                         for c in range(options.num_ssl_clusters)}}
     for prop in options.properties:
         kind, _, key = prop.partition(":")
         name = f"{kind}_{key}"

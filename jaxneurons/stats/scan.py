@@ -2,8 +2,10 @@
 
 ``forward_fn(params, batch) -> (h, valid)`` is any function of the model parameters (or None) and a
 batch dict; it returns FFN activations ``(L, B, T, D)`` (or a tuple of per-layer ``(B, T, D_l)``) and the
-``(B, T)`` valid-frame mask. The batch dict also carries ``batch["labels"][name]`` for every condition set
-/ continuous label of the config and ``batch["selections"][name]`` for every selection they use.
+``(B, T)`` valid-frame mask, optionally followed by a dict of labels computed in the same pass (they
+replace the batch's labels of the same names, which then only need the right shape and range). The
+batch dict also carries ``batch["labels"][name]`` for every condition set / continuous label of the
+config and ``batch["selections"][name]`` for every selection they use.
 
 Checkpoints (``save_checkpoint``) hold every accumulator array, the config and the cursor (batches done)
 in ONE ``.npz`` written to a temporary file and ``os.replace``d, so a kill leaves either the previous or
@@ -55,8 +57,11 @@ def make_stats_step(forward_fn: ForwardFn, config: StatsConfig, *, mesh: Mesh | 
     """
 
     def step(stats: NeuronStats, params: Any, batch: Mapping[str, Any]) -> NeuronStats:
-        h, valid = forward_fn(params, batch)
+        out = forward_fn(params, batch)
+        h, valid = out[0], out[1]
         labels, sels = _pick(batch, config)
+        if len(out) > 2:  # labels computed by the model pass itself (e.g. k-means clusters of a layer)
+            labels = {**labels, **out[2]}
         if mesh is None:
             return update_stats(stats, h, valid, labels, sels, topk_method=topk_method)
         h_spec = tuple(P(DATA) for _ in h) if isinstance(h, (list, tuple)) else P(None, DATA)
