@@ -67,7 +67,8 @@ def test_scan_results_directory(corpus, tmp_path):
     stats = scan_statistics(model, corpus, plan, progress=False)
     scored = score(stats, plan)
     with ResultsDir(str(tmp_path / "res"), "scan", flags={"test": True}) as res:
-        summary = write_scan_results(res, plan, stats, scored)
+        summary, report = write_scan_results(res, plan, stats, scored)
+        report.write(res.tmp)
     run = load_results(str(tmp_path / "res"))
     assert run["kind"] == "scan"
     neurons = json.loads((tmp_path / "res" / "neurons.json").read_text())

@@ -13,3 +13,8 @@ def default_model_path() -> str:
     if not os.path.exists(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"{path}: the bundled default model is missing from this installation")
     return path
+
+
+def resolve_model_path(name: str) -> str:
+    """``'default'`` -> the bundled model's directory; anything else is returned unchanged."""
+    return default_model_path() if name == "default" else name

@@ -15,6 +15,7 @@ import sys
 
 from absl import flags, logging
 
+from jaxneurons.assets import resolve_model_path
 from jaxneurons.data import DataIssues, read_manifest
 from jaxneurons.pipeline.scan import ScanOptions, plan_scan, scan_fingerprint, scan_statistics, score
 from jaxneurons.pipeline.scan_report import write_scan_results
@@ -37,14 +38,6 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for mul
 flags.DEFINE_integer("num_processes", 1, "Processes in a multi-process run.")
 flags.DEFINE_integer("process_id", 0, "This process's id in a multi-process run.")
 FLAGS = flags.FLAGS
-
-
-def resolve_model_path(name: str) -> str:
-    if name == "default":
-        from jaxneurons.assets import default_model_path
-
-        return default_model_path()
-    return name
 
 
 def main(argv: list[str]) -> None:
@@ -89,7 +82,8 @@ def main(argv: list[str]) -> None:
                                               "options": dataclasses.asdict(options)}) as res:
         res.run["data_issues"] = issues.as_dict()
         text = f"Model: {model_path}. Manifest: {FLAGS.manifest} ({len(utts)} utterances). Data: {issues.summary()}."
-        summary = write_scan_results(res, plan, stats, scored, extra_text=text)
+        summary, report = write_scan_results(res, plan, stats, scored, extra_text=text)
+        report.write(res.tmp)
     logging.info("results written to %s", FLAGS.out)
     totals = summary["totals"]
     print(f"scan finished: {len(utts)} utterances -> {FLAGS.out}")

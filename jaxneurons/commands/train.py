@@ -32,8 +32,8 @@ from jaxneurons.train.targets import kmeans_targets, layer_features, mfcc_frame_
 
 PRESETS = {
     # The bundled default: small MelHuBERT trained from scratch on the synthetic corpus.
-    "small": dict(family="melhubert", hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
-                  intermediate_size=1024, num_mel_bins=40, frame_stacking=2, num_conv_pos_embeddings=32,
+    "small": dict(family="melhubert", hidden_size=192, num_hidden_layers=6, num_attention_heads=4,
+                  intermediate_size=768, num_mel_bins=40, frame_stacking=2, num_conv_pos_embeddings=32,
                   num_conv_pos_embedding_groups=16, layer_norm_eps=1e-5),
     "tiny": dict(family="melhubert", hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=128, num_mel_bins=40, frame_stacking=2, num_conv_pos_embeddings=8,

@@ -31,12 +31,22 @@ STATE_DIR = "state"
 PROVENANCE_FILE = "provenance.json"
 
 
-def _pure(state: nnx.State) -> dict:
-    return jax.tree.map(np.asarray, nnx.to_pure_dict(state))
+def _pure(state: nnx.State, storage_dtype: str | None = None) -> dict:
+    def cast(x):
+        x = np.asarray(x)
+        return x.astype(storage_dtype) if storage_dtype and np.issubdtype(x.dtype, np.floating) else x
+
+    return jax.tree.map(cast, nnx.to_pure_dict(state))
 
 
-def save_model(model: nnx.Module, path: str, provenance: dict[str, Any] | None = None) -> str:
-    """Write ``model`` to ``path`` atomically (an existing directory is replaced)."""
+def save_model(
+    model: nnx.Module, path: str, provenance: dict[str, Any] | None = None, storage_dtype: str | None = None
+) -> str:
+    """Write ``model`` to ``path`` atomically (an existing directory is replaced).
+
+    ``storage_dtype="float16"`` halves the files (the bundled model uses it); :func:`load_model` always
+    restores float32.
+    """
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
@@ -44,7 +54,8 @@ def save_model(model: nnx.Module, path: str, provenance: dict[str, Any] | None =
     try:
         model.config.save(os.path.join(tmp, CONFIG_FILE))
         checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(os.path.join(tmp, STATE_DIR), _pure(nnx.state(model)))
+        state = nnx.state(model, nnx.Not(nnx.Intermediate))  # never sown activations
+        checkpointer.save(os.path.join(tmp, STATE_DIR), _pure(state, storage_dtype))
         checkpointer.wait_until_finished()
         if provenance is not None:
             with open(os.path.join(tmp, PROVENANCE_FILE), "w") as f:

@@ -83,8 +83,9 @@ def forward_with_captures(
     if capture_attention:
         kinds.append(AttentionProbs)
     kwargs = dict(neuron_mask=neuron_mask, neuron_offset=neuron_offset, head_mask=head_mask, time_mask=time_mask)
+    # Always under nnx.capture: a plain call would store every sown value on the module itself.
     if not kinds:
-        return model(audio, audio_lengths, **kwargs), None, None
+        return nnx.capture(model)(audio, audio_lengths, **kwargs), None, None
     out, *states = nnx.capture(model, *kinds)(audio, audio_lengths, **kwargs)
     num_layers = model.config.num_hidden_layers
     ffn = _per_layer(states[0], "h", num_layers) if capture_ffn else None

@@ -303,6 +303,7 @@ class AblationEvaluator:
 
     def __init__(self, model: nnx.Module, probe: Probe, chunk: int = 4):
         self.graphdef, self.state = nnx.split(model)
+        self.num_frames = model.num_frames
         self.probe = probe
         self.chunk = chunk
         self.layers = tuple(probe.config.layers)
@@ -350,7 +351,7 @@ class AblationEvaluator:
         class_correct = np.zeros((m, self.num_classes), np.int64)
         class_total = np.zeros(self.num_classes, np.int64)
         for batch in batches:
-            t = int(self.graphdef_num_frames(batch.audio.shape[1]))
+            t = int(self.num_frames(batch.audio.shape[1]))
             labels = np.full((batch.audio.shape[0], t), -1, np.int32)
             w = min(t, batch.labels["phone"].shape[1])
             labels[:, :w] = batch.labels["phone"][:, :w]
@@ -364,9 +365,6 @@ class AblationEvaluator:
                     class_total += np.asarray(tot)[0]
         return {"class_correct": class_correct, "class_total": class_total,
                 "correct": class_correct.sum(1), "total": int(class_total.sum())}
-
-    def graphdef_num_frames(self, num_samples: int) -> int:
-        return int(nnx.merge(self.graphdef, self.state).num_frames(num_samples))
 
 
 def phone_batches(
@@ -542,7 +540,7 @@ def write_heads_results(res, analysis: HeadsAnalysis, extra_text: str = "") -> d
         "type_counts": typing.counts(), "type_fractions": layer_type_fractions(typing.types),
         "mean_metrics_per_layer": {name: np.nanmean(m.mean[..., i], axis=1).tolist()
                                    for i, name in enumerate(METRIC_NAMES)},
-        "undefined_utterance_metrics": int(m.stats["n_nan"][..., 0].max()) if m.stats["n_nan"].size else 0,
+        "undefined_utterance_metrics": int(m.stats["n_nan"].max()),
         "metrics_seconds": round(m.seconds, 2), "metrics_traces": m.num_traces,
         "options": dataclasses.asdict(opts),
     }

@@ -15,8 +15,9 @@ from jaxneurons.stats.state import NeuronStats
 
 def write_scan_results(
     res: ResultsDir, plan: ScanPlan, stats: NeuronStats, scored: dict[str, Any], extra_text: str = ""
-) -> dict[str, Any]:
-    """Fill ``res`` (not yet committed) and return the summary dict."""
+) -> tuple[dict[str, Any], Report]:
+    """Fill ``res`` (not yet committed); returns the summary and the report (the caller may add sections,
+    then ``report.write(res.tmp)``)."""
     for key, value in stats.to_numpy().items():
         res.save_array(key.replace("/", "__"), value)
     for prop, result in scored.items():
@@ -65,5 +66,8 @@ def write_scan_results(
         report.text(f"Pitch bins: low < {plan.pitch_edges[0]:.1f} Hz <= mid < {plan.pitch_edges[1]:.1f} Hz <= high.")
     for prop, cov in summary["aape_coverage"].items():
         report.text(f"{prop}: class coverage {cov:.2f} (fraction of classes with at least one specific neuron).")
-    report.write(res.tmp)
-    return summary
+    clustering = {p: r["clustering"] for p, r in scored.items() if "clustering" in r}
+    if clustering:
+        summary["clustering"] = clustering
+        report.text(f"Speaker clustering: {clustering}")
+    return summary, report
