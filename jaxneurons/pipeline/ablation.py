@@ -60,7 +60,7 @@ def probe_ablation(
 
     def features(mask):
         return extract_features(model, loader, layers=[layer], frame_label_keys=("phone",),
-                                utt_label_keys=("utt", "gender"), utt_label_values=values, neuron_mask=mask)
+                                utt_label_values=values, neuron_mask=mask)
 
     clean = features(None)
     order = np.asarray(clean.utt_labels["utt"])
