@@ -81,6 +81,7 @@ class ResultsDir:
         if os.path.exists(self.path) and not overwrite:
             raise FileExistsError(f"{self.path}: results directory exists (pass overwrite=True to replace it)")
         self.tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(self.path)}-", dir=parent)
+        os.chmod(self.tmp, 0o755)  # mkdtemp makes it private; the result is a normal directory
         self.run: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "kind": kind,

@@ -73,11 +73,23 @@ def options_from_flags() -> HeadsOptions:
     )
 
 
+def resolve_model_path(name: str) -> str:
+    """'default' -> the bundled model (commands.scan has the same helper, but importing it would define its flags)."""
+    if name == "default":
+        from jaxneurons.assets import default_model_path
+
+        return default_model_path()
+    return name
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def main(argv: list[str]) -> None:
     del argv
     if not FLAGS.manifest or not FLAGS.out:
         sys.exit("error: --manifest and --out are required")
-    from jaxneurons.commands.scan import resolve_model_path
     from jaxneurons.models.checkpoint import load_model
     from jaxneurons.pipeline.scan import Progress
 
@@ -108,6 +120,7 @@ def main(argv: list[str]) -> None:
         ab = summary["ablation"]
         print(f"  phone probe frame accuracy (unablated): {ab['baseline_accuracy']:.4f}")
         for name, r in ab["per_type"].items():
-            print(f"  {name}: removed {r['remove']:.4f} (random {r['random_remove_mean']}), "
-                  f"kept only {r['keep_only']:.4f}")
+            print(f"  {name} ({r['num_heads']} heads): removed {_fmt(r['remove'])} (random same-size "
+                  f"{_fmt(r['random_remove_mean'])}), kept only {_fmt(r['keep_only'])} "
+                  f"(random {_fmt(r['random_keep_mean'])})")
     print(f"report: {os.path.join(FLAGS.out, 'report.html')}")

@@ -124,7 +124,7 @@ def main(argv: list[str]) -> None:
     with open(trainer.metrics_path) as f:
         metrics = [json.loads(line) for line in f if line.strip()]
     provenance = {
-        "command": "jaxneurons train " + " ".join(sys.argv[1:]),
+        "command": "jaxneurons " + " ".join(sys.argv[1:]),
         "train_config": config.__dict__,
         "manifest": os.path.abspath(FLAGS.manifest),
         "num_utterances": len(utts),

@@ -51,6 +51,7 @@ def save_model(
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is a normal directory
     try:
         model.config.save(os.path.join(tmp, CONFIG_FILE))
         checkpointer = ocp.StandardCheckpointer()

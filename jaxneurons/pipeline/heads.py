@@ -419,9 +419,12 @@ def run_ablation(
         return extract_features(model, loader, layers=layers, frame_label_keys=("phone",))
 
     train, dev = feats(split.train), feats(split.dev)
+    log.info("probe features: %d train / %d dev frames (%s split) in %.1f s", len(train.x), len(dev.x), split_kind,
+             time.perf_counter() - t0)
     probe = train_phone_probe(train, dev, num_classes=inventory.size, class_names=inventory.vocab.labels,
                               hidden=options.probe_hidden, max_epochs=options.probe_max_epochs,
                               min_steps=options.probe_min_steps, patience=options.probe_patience, seed=options.seed)
+    log.info("phone probe trained in %.1f s (%d steps)", probe.info["train_seconds"], probe.info["steps"])
     test_utts = [sub[i] for i in split.test]
     # Every test batch padded to one length: one shape, one compilation for the whole sweep.
     one_shape = max(pad, math.ceil(max(u.num_samples for u in test_utts) / pad) * pad)
@@ -429,7 +432,10 @@ def run_ablation(
     reference = evaluate(probe, extract_features(model, test_loader, layers=layers, frame_label_keys=("phone",)))
     names, masks, info = ablation_masks(types, options)
     evaluator = AblationEvaluator(model, probe, options.mask_chunk)
+    t1 = time.perf_counter()
     counts = evaluator(test_loader, masks)
+    log.info("ablation sweep: %d masks on %d test utterances in %.1f s (%d compilation(s))", len(masks),
+             len(test_utts), time.perf_counter() - t1, evaluator.num_traces)
     total = max(counts["total"], 1)
     acc = counts["correct"] / total
     present = counts["class_total"] > 0
@@ -500,6 +506,7 @@ def run_heads(
     if not utts:
         raise ValueError("no utterances")
     metrics = stream_head_metrics(model, utts, options, issues=issues, progress=progress)
+    log.info("head metrics of %d utterances in %.1f s", len(utts), metrics.seconds)
     typing = type_heads(metrics.mean, options)
     ex = options.example_utterance
     example = utterance_attention(model, utts[ex], issues) if 0 <= ex < len(utts) else None

@@ -7,7 +7,9 @@ Inputs per batch (from any ``forward_fn``):
   ``labels``: name -> ``(B, T)`` or ``(B,)`` ints (condition sets, -1 = ignore) or floats (continuous,
   NaN = ignore); ``selections``: name -> ``(B, T)`` bool.
 
-Formulations chosen for XLA CPU (see benchmarks/stats_kernel.md):
+Formulations chosen for XLA CPU (see benchmarks/stats_kernel.md and benchmarks/scan.md):
+  * layer by layer: each layer's ``h`` is used at its own width and never stacked (only the moment and
+    correlation statistics build the ``(L, N, D_max)`` stack), so nothing copies all layers' activations;
   * top-k events: top-k *indices* scatter-added into one flat int32 count array covering every layer and
     every condition set (a dump row absorbs ignored frames); never ``abs(h) >= kth`` (a 30x cliff);
   * ``h > 0`` counts and moments: ``one_hot(labels)^T @ x`` matmuls in float32 (bool reductions over
@@ -48,6 +50,39 @@ def stack_activations(h: Activations, config: StatsConfig) -> jax.Array:
         raise ValueError(f"activations: got shape {h.shape}, expected (L={L}, B, T, D={D}) with equal "
                          f"widths (config widths {config.widths}); pass a tuple of per-layer arrays otherwise")
     return h.astype(jnp.float32)
+
+
+def layer_activations(h: Activations, config: StatsConfig) -> list[jax.Array]:
+    """The L per-layer float32 arrays ``(B, T, D_l)`` of a stacked array or a per-layer tuple (validated).
+
+    The kernel works layer by layer on these: stacking (a copy of every layer's ``h``) is left to the
+    statistics that need it (moments, correlations).
+    """
+    L = config.num_layers
+    if isinstance(h, (list, tuple)):
+        if len(h) != L:
+            raise ValueError(f"activations: got {len(h)} layers, config has {L}")
+        for i, (x, w) in enumerate(zip(h, config.widths, strict=True)):
+            if x.ndim != 3 or x.shape[-1] != w:
+                raise ValueError(f"activations: layer {i} has shape {x.shape}, expected (B, T, {w})")
+            if x.shape[:2] != h[0].shape[:2]:
+                raise ValueError(f"activations: layer {i} has (B, T) = {x.shape[:2]}, layer 0 {h[0].shape[:2]}")
+        return [x.astype(jnp.float32) for x in h]
+    D = config.max_width
+    if h.ndim != 4 or h.shape[0] != L or h.shape[-1] != D or len(set(config.widths)) != 1:
+        raise ValueError(f"activations: got shape {h.shape}, expected (L={L}, B, T, D={D}) with equal "
+                         f"widths (config widths {config.widths}); pass a tuple of per-layer arrays otherwise")
+    h = h.astype(jnp.float32)
+    return [h[i] for i in range(L)]
+
+
+def _positive_counts(ohT: jax.Array, x: jax.Array, width: int) -> jax.Array:
+    """``(C, width)`` int32 counts of ``x > 0`` per class: ``one_hot^T @ (x > 0)`` in float32 (exact below
+    2**24 frames per batch), zero-padded from ``x``'s own width to ``width``."""
+    cnt = lax.dot_general(ohT, (x > 0).astype(jnp.float32), (((1,), (0,)), ((), ())),
+                          preferred_element_type=jnp.float32)
+    cnt = jnp.round(cnt).astype(jnp.int32)
+    return jnp.pad(cnt, ((0, 0), (0, width - x.shape[-1])))
 
 
 def _frame_labels(x: jax.Array, B: int, T: int, what: str) -> jax.Array:
@@ -95,12 +130,21 @@ def batch_partials(
     means (keys ``{cond}/mean``, ``{cond}/abs_mean``, ``{y}/y_mean``, ``{y}/h_mean``; zero if None).
     """
     selections = selections or {}
-    hs = stack_activations(h, config)
-    L, B, T, D = hs.shape
+    layers = layer_activations(h, config)  # L arrays (B, T, D_l): never stacked unless moments need it
+    B, T = layers[0].shape[:2]
+    L, D = config.num_layers, config.max_width
     N = B * T
     if valid.shape != (B, T):
         raise ValueError(f"valid mask: shape {valid.shape} does not match the activations' (B, T) = ({B}, {T})")
-    x = hs.reshape(L, N, D)
+    flat_layers = [x.reshape(N, x.shape[-1]) for x in layers]
+    stacked: list[jax.Array] = []
+
+    def stacked_x() -> jax.Array:
+        """(L, N, D_max) zero-padded stack, built only for the moment / correlation statistics."""
+        if not stacked:
+            stacked.append(jnp.stack([jnp.pad(x, ((0, 0), (0, D - x.shape[-1]))) for x in flat_layers]))
+        return stacked[0]
+
     f = float_dtype()
     valid = valid.astype(bool)
     sel_masks = {}
@@ -129,39 +173,35 @@ def batch_partials(
         onehots[c.name] = oh
         out[f"{c.name}/frames"] = _psum(jnp.round(oh.sum(0)).astype(jnp.int32), axis_name)
 
-    # ---- top-k membership: one scatter-add for all layers and condition sets.
+    # ---- top-k membership: per layer, top-k indices of |h_l| at the layer's own width (nothing stacked or
+    # padded, so XLA can run each layer's top-k as soon as its h exists); one scatter-add of all indices.
     tk = [c for c in config.conditions if "topk" in c.stats]
     if tk:
-        ks = config.ks
-        kmax = max(ks)
-        real = jnp.asarray(jnp.arange(D)[None, :] < jnp.asarray(config.widths)[:, None])  # (L, D)
-        a = jnp.where(real[:, None, :], jnp.abs(x), -1.0)
-        idx = topk_indices(a, kmax, method=topk_method)  # (L, N, kmax)
         offs, R = {}, 0
         for c in tk:
             offs[c.name] = R
             R += c.num_classes
         dump = R
         R += 1
-        keep_j = jnp.arange(kmax)[None, :] < jnp.asarray(ks)[:, None]  # (L, kmax)
+        base = {c.name: jnp.where(rows[c.name] < c.num_classes, rows[c.name] + offs[c.name], dump)
+                for c in tk}  # (N,) count row of every frame
         flats = []
-        for c in tk:
-            r = jnp.where(rows[c.name] < c.num_classes, rows[c.name] + offs[c.name], dump)  # (N,)
-            r = jnp.where(keep_j[:, None, :], r[None, :, None], dump)  # (L, N, kmax)
-            flats.append(((jnp.arange(L)[:, None, None] * R + r) * D + idx).reshape(-1))
+        for l, (x, k) in enumerate(zip(flat_layers, config.ks, strict=True)):
+            idx = topk_indices(jnp.abs(x), k, method=topk_method)  # (N, k_l), indices < D_l
+            for c in tk:
+                flats.append((((l * R + base[c.name]) * D)[:, None] + idx).reshape(-1))
         flat = jnp.concatenate(flats)
         counts = jnp.zeros(L * R * D, jnp.int32).at[flat].add(1, mode="promise_in_bounds")
         counts = _psum(counts.reshape(L, R, D), axis_name)
         for c in tk:
             out[f"{c.name}/topk"] = counts[:, offs[c.name]:offs[c.name] + c.num_classes]
 
-    # ---- h > 0 counts: one matmul against the concatenated one-hots.
+    # ---- h > 0 counts: per layer, one matmul against the concatenated one-hots.
     pc = [c for c in config.conditions if "positive" in c.stats]
     if pc:
-        oh = jnp.concatenate([onehots[c.name] for c in pc], axis=1)  # (N, sumC)
-        pos = (x > 0).astype(jnp.float32)
-        cnt = jnp.round(_class_sum(oh, pos)).astype(jnp.int32)
-        cnt = _psum(cnt, axis_name)
+        ohT = jnp.concatenate([onehots[c.name] for c in pc], axis=1).T  # (sumC, N)
+        per_layer = [_positive_counts(ohT, x, D) for x in flat_layers]
+        cnt = _psum(jnp.stack(per_layer), axis_name)
         o = 0
         for c in pc:
             out[f"{c.name}/positive"] = cnt[:, o:o + c.num_classes]
@@ -179,6 +219,7 @@ def batch_partials(
                 else shifts[f"{c.name}/frames"] > 0)[None, :, None]
         has = (oh.sum(0) > 0).astype(f)  # this device has frames of the class
         first = jnp.argmax(oh, axis=0)  # a frame of each class on this device
+        x = stacked_x()
         for val, m, v in ((x, "mean", "m2"), (jnp.abs(x), "abs_mean", "abs_m2")):
             # Shift by the running mean (hi part) so that the batch sums are of small numbers: the batch
             # mean is then the exact pair (shift, d) and Chan's delta keeps full precision. Classes seen
@@ -207,6 +248,7 @@ def batch_partials(
         inv = jnp.where(nf > 0, 1.0 / jnp.where(nf > 0, nf, 1), 0.0)
         has = (nf > 0).astype(f) if axis_name is None else jnp.any(m).astype(f)
         first = jnp.argmax(w)
+        x = stacked_x()
         ndev = jnp.maximum(_psum(has, axis_name), 1)
         y_rep = _psum(yv[first] * has, axis_name) / ndev
         h_rep = _psum(x[:, first, :].astype(f) * has, axis_name) / ndev
