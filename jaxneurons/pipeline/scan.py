@@ -132,16 +132,90 @@ class ScanPlan:
         return [c.name for c in self.stats_config.conditions]
 
 
+class DecodedDataset:
+    """What a scan prepares from the data alone, kept for the next model (multi-model scans).
+
+    Decoding a corpus (audio, YIN F0, i-vector groups) does not depend on the weights, so scanning several
+    models need not repeat it: :func:`plan_scan` and :func:`scan_statistics` given the same instance decode
+    each utterance once, prepare frame labels (with F0) once per front-end geometry and cluster i-vectors
+    once. ``keep_audio=False`` keeps only those small per-frame labels and decodes audio again whenever it is
+    needed (corpora too large to hold in memory). The counters say how much decoding really happened.
+    """
+
+    def __init__(self, utts: Sequence[Utterance], *, keep_audio: bool = True, issues: DataIssues | None = None):
+        self.utts = list(utts)
+        self.keep_audio = keep_audio
+        self.issues = issues
+        self._ids = tuple(u.utt_id for u in self.utts)
+        self._index = {u.utt_id: i for i, u in enumerate(self.utts)}
+        self._audio: dict[int, np.ndarray] = {}
+        self.frame_labels: dict[tuple, list[UtteranceLabels]] = {}
+        self.speaker_groups: dict[tuple, np.ndarray] = {}  # i-vector k-means groups
+        self.audio_decodes = 0
+        self.f0_runs = 0
+        self.ivector_runs = 0
+
+    def check(self, utts: Sequence[Utterance]) -> None:
+        """The cache belongs to one manifest: refuse another (labels would be silently wrong)."""
+        if len(utts) != len(self._ids) or any(u.utt_id != i for u, i in zip(utts, self._ids, strict=True)):
+            raise ValueError("DecodedDataset was made for a different list of utterances")
+
+    def audio(self, index: int) -> np.ndarray:
+        """Decoded audio of utterance ``index`` (from memory when kept)."""
+        x = self._audio.get(index)
+        if x is None:
+            x = load_audio(self.utts[index].path, 16000, issues=self.issues)
+            self.audio_decodes += 1
+            if self.keep_audio:
+                self._audio[index] = x
+        return x
+
+    def all_audio(self) -> list[np.ndarray]:
+        return [self.audio(i) for i in range(len(self.utts))]
+
+    def load_fn(self) -> Callable[[Utterance], np.ndarray]:
+        """``BatchLoader(load_fn=...)``: the scan pass reads the same decoded audio."""
+        return lambda u: self.audio(self._index[u.utt_id])
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of audio held in memory."""
+        return sum(x.nbytes for x in self._audio.values())
+
+
 def plan_scan(
-    model: nnx.Module, utts: Sequence[Utterance], options: ScanOptions, issues: DataIssues | None = None
+    model: nnx.Module, utts: Sequence[Utterance], options: ScanOptions, issues: DataIssues | None = None,
+    *, decoded: DecodedDataset | None = None,
 ) -> ScanPlan:
-    """Label every utterance for the requested properties (runs YIN when pitch is asked for)."""
+    """Label every utterance for the requested properties (runs YIN when pitch is asked for).
+
+    ``decoded``: reuse (and fill) a :class:`DecodedDataset` shared by the scans of several models.
+    """
     config = model.config
     geometry = frame_geometry(config)
     num_frames = [int(model.num_frames(u.num_samples)) for u in utts]
     wants_phones = any(p in PHONE_PROPERTIES for p in options.properties)
     inventory = PhoneInventory.of(manifest_phone_set(utts)) if wants_phones else None
-    labels = utterance_labels(utts, geometry, inventory, num_frames)
+    if decoded is not None:
+        decoded.check(utts)
+    loaded: list[np.ndarray] = []
+
+    def all_audio() -> list[np.ndarray]:
+        if not loaded:
+            loaded.extend(decoded.all_audio() if decoded is not None else
+                          [load_audio(u.path, 16000, issues=issues) for u in utts])
+        return loaded
+
+    key = (geometry, inventory.name if inventory else None, "pitch" in options.properties)
+    labels = decoded.frame_labels.get(key) if decoded is not None else None
+    if labels is None or [len(lab.phone) for lab in labels] != num_frames:
+        labels = utterance_labels(utts, geometry, inventory, num_frames)
+        if "pitch" in options.properties:
+            attach_f0(labels, all_audio())
+            if decoded is not None:
+                decoded.f0_runs += 1
+        if decoded is not None:
+            decoded.frame_labels[key] = labels
     n_ph = inventory.size if inventory else 0
     selection = "mid" if options.frames == "mid" else None
     conditions: list[ConditionSpec] = []
@@ -150,11 +224,7 @@ def plan_scan(
         conditions.append(ConditionSpec("phone", n_ph, selection))
     if "gender" in options.properties:
         conditions.append(ConditionSpec("gender_phone", len(GENDERS) * n_ph, selection))
-    audio = None
-    if "pitch" in options.properties or "speaker" in options.properties:
-        audio = [load_audio(u.path, 16000, issues=issues) for u in utts]
     if "pitch" in options.properties:
-        attach_f0(labels, audio)
         edges = options.pitch_edges or pitch_edges_from_data(labels, inventory)
         conditions.append(ConditionSpec("pitch_phone", len(PITCH_GROUPS) * n_ph, selection))
     class_vocabs: dict[str, LabelVocab] = {}
@@ -174,7 +244,7 @@ def plan_scan(
         conditions.append(ConditionSpec(name, len(vocab), None, (stat,)))
     speaker: dict[str, Any] = {}
     if "speaker" in options.properties:
-        speaker = _plan_speaker(model, utts, audio, options)
+        speaker = _plan_speaker(model, utts, all_audio, options, decoded)
         conditions.append(ConditionSpec("speaker_cell", options.num_speaker_clusters * options.num_ssl_clusters))
     widths = tuple(config.ffn_width(i) for i in range(config.num_hidden_layers))
     stats_config = StatsConfig(widths=widths, conditions=tuple(conditions), rho=options.rho)
@@ -186,18 +256,27 @@ def default_ssl_layer(num_layers: int) -> int:
     return max(1, int(0.75 * num_layers + 0.5))
 
 
-def _plan_speaker(model: nnx.Module, utts: Sequence[Utterance], audio: list[np.ndarray], options: ScanOptions) -> dict:
+def _plan_speaker(model: nnx.Module, utts: Sequence[Utterance], all_audio: Callable[[], list[np.ndarray]],
+                  options: ScanOptions, decoded: DecodedDataset | None = None) -> dict:
     """i-vector groups per utterance and SSL k-means centroids of one layer (fit on a seeded subsample)."""
     from jaxneurons.pipeline.labels import ivector_clusters
     from jaxneurons.scoring.speaker import cluster_purity, kmeans
     from jaxneurons.train.targets import layer_features
 
-    groups, _ = ivector_clusters(audio, options.num_speaker_clusters, num_components=options.ivector_components,
-                                 ivector_dim=options.ivector_dim)
+    key = (options.num_speaker_clusters, options.ivector_components, options.ivector_dim)
+    if decoded is not None and key in decoded.speaker_groups:
+        groups = decoded.speaker_groups[key]
+    else:
+        groups, _ = ivector_clusters(all_audio(), options.num_speaker_clusters,
+                                     num_components=options.ivector_components, ivector_dim=options.ivector_dim)
+        if decoded is not None:
+            decoded.speaker_groups[key] = groups
+            decoded.ivector_runs += 1
     layer = options.ssl_layer if options.ssl_layer is not None else default_ssl_layer(model.config.num_hidden_layers)
     rng = np.random.default_rng(0)
     pick = rng.choice(len(utts), min(len(utts), options.ssl_max_utterances), replace=False)
-    feats = layer_features(model, [audio[i] for i in pick], layer)
+    audio_of = decoded.audio if decoded is not None else (lambda i: all_audio()[i])
+    feats = layer_features(model, [audio_of(int(i)) for i in pick], layer)
     centroids, _ = kmeans(np.concatenate(feats), options.num_ssl_clusters, seed=0, max_points=100_000)
     gender = np.array([GENDERS.index(u.gender) if u.gender in GENDERS else -1 for u in utts])
     clustering = {"ivector_clusters_vs_gender": cluster_purity(groups, gender) if (gender >= 0).any() else None,
@@ -295,13 +374,21 @@ def scan_statistics(
     process_count: int = 1,
     issues: DataIssues | None = None,
     progress: bool = True,
+    decoded: DecodedDataset | None = None,
+    progress_label: str = "scan",
 ) -> NeuronStats:
-    """The single pass: batches -> jitted forward + statistics -> accumulated :class:`NeuronStats`."""
+    """The single pass: batches -> jitted forward + statistics -> accumulated :class:`NeuronStats`.
+
+    ``decoded``: read audio from a :class:`DecodedDataset` shared with other models' scans.
+    """
     options = plan.options
     num_devices = 1 if mesh is None else mesh.devices.size // process_count
+    if decoded is not None:
+        decoded.check(utts)
     loader = BatchLoader(
         utts, options.batch_size, lambda n: int(model.num_frames(n)), pad_multiple=int(options.pad_seconds * 16000),
         num_devices=num_devices, process_index=process_index, process_count=process_count, issues=issues,
+        load_fn=decoded.load_fn() if decoded is not None else None,
     )
 
     def batches(start: int):
@@ -317,7 +404,7 @@ def scan_statistics(
         from jaxneurons.stats.scan import load_checkpoint
 
         start = load_checkpoint(checkpoint_path)[1]
-    on_batch = Progress(len(loader), start) if progress else None
+    on_batch = Progress(len(loader), start, progress_label) if progress else None
     stats, cursor = run_scan(
         make_forward(graphdef, plan), state, batches, plan.stats_config, mesh=mesh, checkpoint_path=checkpoint_path,
         checkpoint_every=options.checkpoint_every, fingerprint=fingerprint, on_batch=on_batch,
