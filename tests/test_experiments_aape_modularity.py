@@ -1,0 +1,207 @@
+"""Studies 3 (AAPE) and 5 (modularity) launchers: helper units and tiny end-to-end runs.
+
+The launchers run as subprocesses (``python -m experiments.X``): every launcher defines absl flags such as
+``--out``, and two of them in one process would clash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments.aape import Task, bin_edges, class_of, label_corpora, shared_ratios, usable_tasks
+from jaxneurons.data import Utterance
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _utt(i: int, speaker: str, gender: str, pitch: int) -> Utterance:
+    return Utterance(utt_id=f"{speaker}-{i}", path="/x.flac", speaker=speaker, gender=gender, language="en",
+                     duration=1.0, sample_rate=16000, num_samples=16000, labels={"pitch_setting": pitch})
+
+
+def test_task_parsing_and_bins():
+    assert Task.parse("gender") == Task("gender", 0)
+    t = Task.parse("pitch_setting/2")
+    assert (t.key, t.bins, t.slug, t.spec) == ("pitch_setting", 2, "pitch_setting_q2", "pitch_setting/2")
+    for bad in ("x/1", "x/a", "/2"):
+        with pytest.raises(ValueError):
+            Task.parse(bad)
+    utts = [_utt(i, f"s{i}", "m", p) for i, p in enumerate([40, 45, 50, 60])]
+    edges = bin_edges(utts, t)
+    assert edges == [47.5]
+    assert [class_of(u, t, edges) for u in utts] == ["q1", "q1", "q2", "q2"]
+    assert class_of(utts[0], Task.parse("gender"), None) == "m"
+
+
+def test_label_corpora_keeps_corpora_apart():
+    a = [_utt(0, "s0", "m", 40), _utt(1, "s1", "f", 60)]
+    b = [_utt(0, "s0", "f", 40), _utt(1, "s1", "m", 60)]  # same ids as corpus A
+    corpora = {"A": a, "B": b}
+    tasks, edges, skipped = usable_tasks(corpora, {"A": ["gender", "language"], "B": ["gender"]}, a)
+    assert [t.spec for t in tasks["A"]] == ["gender"] and "A.language" in skipped  # one language only
+    utts, n = label_corpora(corpora, tasks, edges)
+    assert n == {"A.gender": 2, "B.gender": 2}
+    assert len({u.utt_id for u in utts}) == 4 and utts[2].speaker == "B/s0"
+    assert [u.labels["A.gender"] for u in utts] == ["m", "f", None, None]
+    assert [u.labels["B.gender"] for u in utts] == [None, None, "f", "m"]
+    assert [u.labels["corpus"] for u in utts] == ["A", "A", "B", "B"]
+
+
+def test_shared_ratios_identical_and_disjoint_sets():
+    m = np.zeros((3, 200), bool)
+    m[:, :10] = True
+    other = np.zeros_like(m)
+    other[:, 100:110] = True
+    res = shared_ratios({"m": m, "f": other}, {"m": m.copy(), "f": other.copy()}, n_draws=200, seed=0)
+    c = res["containment"]
+    i_m, i_f = res["classes_a"].index("m"), res["classes_b"].index("f")
+    assert c["observed"][i_m, res["classes_b"].index("m")] == 1.0
+    assert c["observed"][i_m, i_f] == 0.0
+    assert res["same_class"]["m"]["containment"]["p_value"] < 0.01
+    assert res["same_class"]["m"]["containment"]["null_mean"] < 0.2
+    assert res["same_class"]["f"]["iou"]["observed"] == 1.0
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from jaxneurons.models import SpeechConfig, build_model
+    from jaxneurons.models.checkpoint import save_model
+
+    cfg = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
+                       num_conv_pos_embedding_groups=2)
+    return save_model(build_model(cfg, seed=3), str(tmp_path_factory.mktemp("model") / "tiny"))
+
+
+def _launch(module: str, *args: str) -> None:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "xla_force_host_platform_device_count" not in f)
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
+def _load(out, name):
+    with open(os.path.join(out, f"{name}.json")) as f:
+        return json.load(f)
+
+
+def _check_report(out):
+    for f in ("run.json", "report.md", "report.html", "scan-trained/neurons.json", "scan-random-init/report.html"):
+        assert os.path.exists(os.path.join(out, f)), f
+    with open(os.path.join(out, "report.md")) as f:
+        md = f.read()
+    for line in md.splitlines():  # every figure the report links exists
+        if line.startswith("!["):
+            assert os.path.exists(os.path.join(out, line.split("](")[1].rstrip(")"))), line
+
+
+def test_aape_launcher_smoke(tmp_path, tiny_model):
+    out = str(tmp_path / "aape")
+    _launch("experiments.aape", f"--out={out}", f"--model={tiny_model}", "--num_speakers=4", "--minutes=0.8",
+            "--tasks=gender,speaker,pitch_setting/2", "--shared_tasks=gender", "--random_controls=1",
+            "--probe_max_epochs=2", "--probe_min_steps=2", "--null_draws=20", "--batch_size=8",
+            "--top_rate=0.05")
+    _check_report(out)
+    run = _load(out, "run")
+    assert set(run["manifests"]) == {"A", "B"} and run["flags"]["top_rate"] == 0.05
+    coverage = _load(out, "coverage")
+    assert set(coverage) == {"trained", "random-init"}
+    for model, rows in coverage.items():
+        for row in rows:
+            masks = np.load(os.path.join(out, "arrays", f"{model}__{row['task'].replace('.', '_')}__class_masks.npy"))
+            assert masks.shape[0] == row["classes"] and masks.shape[1:] == (2, 64)
+            assert row["coverage"] == pytest.approx(masks.reshape(len(masks), -1).any(1).mean())
+            assert row["per_layer"] == masks.any(0).sum(1).tolist()
+            # AAPE keeps round(top_rate * L * D) neurons; each kept neuron serves >= 1 class (bar == activation bar)
+            assert row["selected"] == round(0.05 * 128) and row["class_specific_union"] <= row["selected"]
+    shared = _load(out, "shared")["gender"]
+    assert shared["classes_a"] == ["f", "m"] and shared["classes_b"] == ["f", "m"]
+    obs = np.array(shared["containment"]["observed"], float)
+    assert obs.shape == (2, 2) and np.all((np.isnan(obs)) | ((obs >= 0) & (obs <= 1)))
+    ablation = _load(out, "ablation")
+    assert set(ablation) == {"trained:A.gender", "trained:A.speaker", "trained:A.pitch_setting_q2"}
+    for task, ab in ablation.items():
+        if "error" in ab:
+            continue
+        assert ab["split_sizes"]["test"] > 0
+        for cls, entry in ab["classes"].items():
+            if "skipped" not in entry:
+                assert entry["own_drop"] == pytest.approx(entry["own_clean"] - entry["own_ablated"]), (task, cls)
+                assert 0.0 <= entry["own_random"] <= 1.0
+    assert any("skipped" not in e for ab in ablation.values() if "error" not in ab for e in ab["classes"].values())
+    assert set(_load(out, "twin_overlap")) == {f"A.{t}:{c}" for t in ("gender", "speaker", "pitch_setting_q2")
+                                               for c in _classes(out, t)}
+
+
+def _classes(out, task):
+    with open(os.path.join(out, "scan-trained", "neurons.json")) as f:
+        return list(json.load(f)[f"aape:A.{task}"])
+
+
+@pytest.fixture(scope="module")
+def two_corpora(tmp_path_factory):
+    from jaxneurons.data import generate_corpus
+
+    root = tmp_path_factory.mktemp("corpora")
+    return [generate_corpus(str(root / f"c{s}"), num_speakers=4, minutes=0.5, languages=["en", "tr"], seed=s,
+                            progress=False) for s in (21, 22)]
+
+
+def test_modularity_launcher_smoke(tmp_path, tiny_model, two_corpora):
+    out = str(tmp_path / "mod")
+    fractions = [0.02, 0.05, 0.2]
+    _launch("experiments.modularity", f"--out={out}", f"--model={tiny_model}", f"--manifest={two_corpora[0]}",
+            f"--manifest_b={two_corpora[1]}", "--tasks=language,gender,corpus",
+            f"--fractions={','.join(map(str, fractions))}", "--report_fraction=0.05", "--moe_split=16",
+            "--null_draws=20", "--batch_size=8")
+    _check_report(out)
+    sets = _load(out, "sets")
+    names = sets["names"]
+    assert names == ["language:en", "language:tr", "gender:f", "gender:m", "corpus:A", "corpus:B"]
+    for model in ("trained", "random-init"):
+        for f in fractions:
+            sizes = sets["sizes"][model][str(f)]
+            assert all(v["size"] == int(f * 128) for v in sizes.values())  # global top fraction of all L x D
+            stacked = np.load(os.path.join(out, "arrays", f"{model}__sets__{f:g}.npy"))
+            assert stacked.shape == (len(names), 2, 64)
+            assert [int(s.sum()) for s in stacked] == [sizes[n]["size"] for n in names]
+    # nested masks: a larger fraction prunes a superset
+    small = np.load(os.path.join(out, "arrays", "trained__sets__0.02.npy"))
+    big = np.load(os.path.join(out, "arrays", "trained__sets__0.2.npy"))
+    assert np.all(big | ~small)
+    overlaps = _load(out, "overlaps")
+    iou = np.array(overlaps["trained"]["0.05"]["iou"]["observed"], float)
+    assert iou.shape == (6, 6) and np.allclose(np.diag(iou), 1.0) and np.allclose(iou, iou.T, equal_nan=True)
+    moe = _load(out, "moefication")
+    for model in ("trained", "random-init"):
+        assert moe[model]["n_experts"] == 64 // 16
+        ids = np.load(os.path.join(out, "arrays", f"{model}__moe_cluster_ids.npy"))
+        assert all(np.bincount(layer, minlength=4).tolist() == [16] * 4 for layer in ids)  # balanced experts
+        stacked = np.load(os.path.join(out, "arrays", f"{model}__sets__0.05.npy"))
+        for k, n in enumerate(names):
+            dist = np.array(moe[model]["distribution"][f"{n}@0.05"])
+            assert dist.sum(1).tolist() == stacked[k].sum(1).tolist()
+    twin = _load(out, "twin_overlap")
+    assert set(twin) == {str(f) for f in fractions} and set(twin["0.05"]) == set(names)
+
+
+def test_modularity_helpers_do_not_define_flags():
+    """Importing both launchers' helpers in one process must not define (and clash on) absl flags."""
+    from absl import flags
+
+    import experiments.modularity  # noqa: F401
+
+    assert "report_fraction" not in flags.FLAGS and "shared_tasks" not in flags.FLAGS
+    assert dataclasses.is_dataclass(Task)
