@@ -67,8 +67,7 @@ def probe_model(model, utts, inventory, max_epochs: int, seed: int = 0) -> dict:
         "phone_per": phone_eval.get("per"), "phone_per_chance": phone_eval["chance"].get("per"),
         "gender_accuracy": sex_eval["accuracy"], "gender_chance": sex_eval["chance"]["accuracy"],
         "speaker_accuracy": spk_eval["accuracy"], "speaker_chance": spk_eval["chance"]["accuracy"],
-        "layer_weights": np.asarray(phone.layer_weights()).round(3).tolist() if hasattr(phone, "layer_weights")
-        else None,
+        "phone_layer_weights": np.asarray(phone.layer_weights).round(3).tolist(),
         "split": split.sizes(), "speaker_split": within.sizes(),
     }
 
