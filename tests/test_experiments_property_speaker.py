@@ -1,0 +1,144 @@
+"""Smoke tests of the study launchers 1 and 2 (experiments/property_neurons.py, experiments/speaker_neurons.py):
+tiny random model, tiny synthetic corpus, tiny sizes; each runs end to end through its flags and writes a
+complete results directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxneurons.data import generate_corpus, read_manifest
+from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models.checkpoint import save_model
+from jaxneurons.results import load_results
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
+                    num_conv_pos_embedding_groups=2, num_clusters=8)
+# Tiny sizes shared by both launchers: one density, one random control, two probe epochs, a few CPT updates.
+SMOKE = ["--batch_size=8", "--probe_max_epochs=2", "--probe_min_steps=5", "--densities=0.5",
+         "--neurons_per_step=16", "--updates_per_step=2", "--cpt_crop_seconds=1.0"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    # 6 speakers (3 per gender: speaker-disjoint train/dev/test per gender), >= 3 utterances each (speaker ID).
+    manifest = generate_corpus(str(root / "corpus"), num_speakers=6, minutes=1.6, languages=["en"], seed=3,
+                               progress=False)
+    save_model(build_model(TINY, seed=0), str(root / "model"))
+    return str(root / "model"), manifest
+
+
+def _run(module: str, args: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one CPU device, as on a user's machine
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def _check_pruning(out, metrics: set[str]) -> dict:
+    pruning = json.loads((out / "pruning.json").read_text())
+    assert set(pruning["unpruned"]) == metrics
+    for method in ("L1", "protected"):
+        (entry,) = pruning["one_shot"][method]
+        assert entry["density"] == 0.5 and set(entry["metrics"]) == metrics
+        assert all(0.0 <= v <= 1.0 for k, v in entry["metrics"].items() if k != "per")
+        assert pruning["iterative"][method], method
+        assert os.path.exists(out / "arrays" / f"keep__one_shot_{method}_0.5.npy")
+    # L1 keeps exactly half of every layer; protected at least that (clamp keeps every protected neuron).
+    assert np.load(out / "arrays" / "keep__one_shot_L1_0.5.npy").sum(axis=1).tolist() == [32, 32]
+    assert pruning["one_shot"]["protected"][0]["achieved_density"] >= 0.5
+    for fig in [f"pruning_{m}" for m in metrics]:
+        assert (out / "figures" / f"{fig}.png").exists(), fig
+    return pruning
+
+
+def _protected(neurons: dict, properties: list[str]) -> np.ndarray:
+    mask = np.zeros((2, 64), bool)
+    for prop in properties:
+        for sets in neurons[prop].values():
+            for layer, idx in sets.items():
+                mask[int(layer.split(".")[1]), idx] = True
+    return mask
+
+
+def test_property_neurons_launcher(inputs, tmp_path):
+    model, manifest = inputs
+    out = tmp_path / "property"
+    done = _run("experiments.property_neurons", [
+        f"--model={model}", f"--manifest={manifest}", f"--out={out}", *SMOKE, "--num_steps=2",
+        "--random_controls=1", "--sigma=0.5"])
+    assert "property neurons ->" in done.stdout
+    run = load_results(str(out))
+    assert run["kind"] == "property_neurons" and run["flags"]["sigma"] == 0.5 and run["flags"]["manifest"] == manifest
+    neurons = json.loads((out / "neurons.json").read_text())
+    assert {p: set(g) for p, g in neurons.items()} == {"phone_type": {"vowel", "voiced", "unvoiced"},
+                                                      "gender": {"male", "female"}, "pitch": {"low", "mid", "high"}}
+    editing = json.loads((out / "editing.json").read_text())
+    assert len(editing["rows"]) == 8
+    assert editing["columns"] == ["phone vowel", "phone voiced", "phone unvoiced", "gender male", "gender female",
+                                  "speaker-ID male", "speaker-ID female", "pitch low", "pitch mid", "pitch high"]
+    for row in editing["rows"]:
+        prop, group = row.split(": ")
+        assert editing["sizes"][row] == sum(len(v) for v in neurons[prop][group].values())
+        for col in editing["columns"]:
+            d = editing["drop"][row][col]
+            assert d == pytest.approx(editing["clean"][col] - editing["ablated"][row][col])
+            assert editing["specific_drop"][row][col] == pytest.approx(d - editing["random_drop"][row][col])
+    assert sum(editing["sizes"].values()) > 0  # sigma 0.5 finds some neurons, so zeroing is exercised
+    assert np.load(out / "arrays" / "editing_specific_drop.npy").shape == (8, 10)
+    pruning = _check_pruning(out, {"phone_accuracy", "per", "speaker_accuracy"})
+    # One-shot protection: every property neuron of the scan survives.
+    keep = np.load(out / "arrays" / "keep__one_shot_protected_0.5.npy")
+    protected = _protected(neurons, ["phone_type", "gender", "pitch"])
+    assert protected.any() and not (protected & ~keep).any()
+    # Two iterative steps (16 then 32 of 64 removed; the second re-identified by a fresh scan), evaluated at the
+    # step nearest each density (0.5: the last).
+    assert pruning["iterative_eval_steps"] == [1]
+    assert [e["step"] for e in pruning["iterative"]["L1"]] == [2]
+    assert pruning["iterative"]["L1"][-1]["achieved_density"] == 0.5
+    assert pruning["identify_scans"]["count"] >= 1
+    assert len(pruning["cpt"]["protected"]) == 2
+    for fig in ("phone_type", "gender", "pitch", "profile_vs_paper", "editing_drop", "editing_specific_drop"):
+        assert (out / "figures" / f"{fig}.png").exists(), fig
+    md = (out / "report.md").read_text()
+    assert "Editing" in md and "Pruning" in md and (out / "report.html").exists()
+
+
+def test_speaker_neurons_launcher(inputs, tmp_path):
+    model, manifest = inputs
+    out = tmp_path / "speaker"
+    done = _run("experiments.speaker_neurons", [
+        f"--model={model}", f"--manifest={manifest}", f"--out={out}", *SMOKE, "--num_steps=1",
+        "--ivector_components=4", "--ivector_dim=4", "--speaker_sigma=0.8"])
+    assert "speaker neurons ->" in done.stdout
+    assert load_results(str(out))["kind"] == "speaker_neurons"
+    neurons = json.loads((out / "neurons.json").read_text())
+    assert set(neurons) == {"speaker", "ssl_cluster"}
+    assert set(neurons["speaker"]) == {"ivector_cluster0", "ivector_cluster1"}
+    assert set(neurons["ssl_cluster"]) == {"ssl_cluster0", "ssl_cluster1", "ssl_cluster2"}
+    clusters = json.loads((out / "clusters.json").read_text())
+    assert clusters["ssl_layer"] == 2  # 3/4 of 2 layers, rounded
+    for key, k, n in (("ivector_vs_gender", 2, 2), ("ssl_vs_gender", 3, 2), ("ssl_vs_phone_type", 3, 3),
+                      ("ivector_vs_phone_type", 2, 3)):
+        c = clusters[key]
+        assert np.shape(c["counts"]) == (k, n)
+        assert c["largest_class_share"] - 1e-9 <= c["purity"] <= 1.0
+    assert sum(map(sum, clusters["ivector_vs_gender"]["counts"])) == len(read_manifest(manifest))
+    by_sigma = json.loads((out / "counts_by_sigma.json").read_text())
+    assert set(by_sigma) == {"0.8", "1.0"}
+    assert by_sigma["0.8"]["speaker"] == {g: [len(v) for v in sets.values()] for g, sets in neurons["speaker"].items()}
+    _check_pruning(out, {"speaker_accuracy"})
+    keep = np.load(out / "arrays" / "keep__one_shot_protected_0.5.npy")
+    assert not (_protected(neurons, ["speaker"]) & ~keep).any()
+    for fig in ("speaker", "ssl_cluster", "speaker_vs_sigma"):
+        assert (out / "figures" / f"{fig}.png").exists(), fig
+    assert "purity" in (out / "report.md").read_text() and (out / "report.html").exists()
