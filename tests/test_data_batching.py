@@ -130,3 +130,18 @@ def test_frame_mask():
               np.array([0, -1], np.int32))
     assert b.frame_mask(4).tolist() == [[True, True, True, False], [False] * 4]
     assert b.valid.tolist() == [True, False]
+
+
+def test_padded_batches_cover_every_waveform_once():
+    from jaxneurons.data.batching import padded_batches
+
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(n).astype(np.float32) for n in (100, 9000, 5, 8000, 16001)]
+    seen = []
+    for idx, batch, lengths in padded_batches(audio, batch_size=2, pad_multiple=8000):
+        assert batch.shape[1] % 8000 == 0 and batch.shape[0] == len(idx) == len(lengths)
+        for row, i in enumerate(idx):
+            np.testing.assert_array_equal(batch[row, : lengths[row]], audio[i])
+            assert not batch[row, lengths[row]:].any()
+            seen.append(int(i))
+    assert sorted(seen) == list(range(len(audio)))

@@ -273,3 +273,23 @@ def dummy_like(batch: Batch) -> Batch:
         labels={k: np.full_like(v, -1) for k, v in batch.labels.items()},
         utt_indices=np.full_like(batch.utt_indices, -1),
     )
+
+
+def padded_batches(
+    audio: Sequence[np.ndarray], batch_size: int, pad_multiple: int = 8000
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """In-memory waveforms in length-sorted groups: (indices, (B, S) zero-padded float32, lengths (B,)).
+
+    ``S`` is a multiple of ``pad_multiple`` so few shapes get compiled; for feature passes over decoded audio
+    (F0, MFCC, layer features) where a :class:`BatchLoader` over a manifest is not needed.
+    """
+    order = np.argsort([len(a) for a in audio], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        padded = -(-max(len(audio[i]) for i in idx) // pad_multiple) * pad_multiple
+        batch = np.zeros((len(idx), padded), np.float32)
+        lengths = np.zeros((len(idx),), np.int32)
+        for row, i in enumerate(idx):
+            batch[row, : len(audio[i])] = audio[i]
+            lengths[row] = len(audio[i])
+        yield idx, batch, lengths

@@ -24,6 +24,7 @@ from jaxneurons.data import (
     phone_set,
     phone_type,
 )
+from jaxneurons.data.batching import padded_batches
 from jaxneurons.features.pitch import pitch_bin_edges, yin
 from jaxneurons.models.config import SpeechConfig
 
@@ -112,16 +113,7 @@ def utterance_labels(
 def attach_f0(labels: list[UtteranceLabels], audio: Sequence[np.ndarray], batch_size: int = 16) -> None:
     """F0 per model frame by YIN (20 ms hop, 71-800 Hz). YIN frame t is centred on sample 320 t + 160, within
     half a frame of model frame t's centre, so frames are matched by index (truncated / padded at the end)."""
-    order = np.argsort([len(a) for a in audio], kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        n = max(len(audio[i]) for i in idx)
-        padded = -(-n // 8000) * 8000
-        batch = np.zeros((len(idx), padded), np.float32)
-        lengths = np.zeros(len(idx), np.int32)
-        for row, i in enumerate(idx):
-            batch[row, : len(audio[i])] = audio[i]
-            lengths[row] = len(audio[i])
+    for idx, batch, lengths in padded_batches(audio, batch_size):
         f0, voiced, _ = yin(jnp.asarray(batch), jnp.asarray(lengths))
         f0 = np.where(np.asarray(voiced), np.asarray(f0), 0.0)
         for row, i in enumerate(idx):
@@ -148,14 +140,7 @@ def mfcc_deltas_per_utterance(audio: Sequence[np.ndarray], batch_size: int = 16)
     from jaxneurons.features.mfcc import add_deltas, cmn, mfcc
 
     out: list[np.ndarray | None] = [None] * len(audio)
-    order = np.argsort([len(a) for a in audio], kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        padded = -(-max(len(audio[i]) for i in idx) // 8000) * 8000
-        batch = np.zeros((len(idx), padded), np.float32)
-        lengths = np.array([len(audio[i]) for i in idx], np.int32)
-        for row, i in enumerate(idx):
-            batch[row, : len(audio[i])] = audio[i]
+    for idx, batch, lengths in padded_batches(audio, batch_size):
         feats, n = mfcc(jnp.asarray(batch), jnp.asarray(lengths))
         feats = cmn(add_deltas(feats, n), n)
         feats, n = np.asarray(feats), np.asarray(n)

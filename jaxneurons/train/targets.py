@@ -16,23 +16,8 @@ import numpy as np
 from flax import nnx
 from sklearn.cluster import MiniBatchKMeans
 
+from jaxneurons.data.batching import padded_batches
 from jaxneurons.features.mfcc import add_deltas, cmn, mfcc
-
-BUCKET_SAMPLES = 8000  # pad audio to multiples of 0.5 s so few shapes are compiled
-
-
-def _batches(audio: Sequence[np.ndarray], batch_size: int):
-    order = np.argsort([len(a) for a in audio], kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        n = max(len(audio[i]) for i in idx)
-        padded_len = -(-n // BUCKET_SAMPLES) * BUCKET_SAMPLES
-        batch = np.zeros((len(idx), padded_len), np.float32)
-        lengths = np.zeros((len(idx),), np.int32)
-        for row, i in enumerate(idx):
-            batch[row, : len(audio[i])] = audio[i]
-            lengths[row] = len(audio[i])
-        yield idx, batch, lengths
 
 
 @jax.jit
@@ -47,7 +32,7 @@ def mfcc_frame_features(
 ) -> list[np.ndarray]:
     """Per utterance, (num_frames(len), 39) MFCC features aligned to 20 ms model frames."""
     out: list[np.ndarray | None] = [None] * len(audio)
-    for idx, batch, lengths in _batches(audio, batch_size):
+    for idx, batch, lengths in padded_batches(audio, batch_size):
         feats, n = _mfcc39(jnp.asarray(batch), jnp.asarray(lengths))
         feats, n = np.asarray(feats), np.asarray(n)
         for row, i in enumerate(idx):
@@ -71,7 +56,7 @@ def layer_features(
         return out.hidden_states[layer], out.frame_lengths
 
     result: list[np.ndarray | None] = [None] * len(audio)
-    for idx, batch, lengths in _batches(audio, batch_size):
+    for idx, batch, lengths in padded_batches(audio, batch_size):
         hidden, n = forward(state, jnp.asarray(batch), jnp.asarray(lengths))
         hidden, n = np.asarray(hidden), np.asarray(n)
         for row, i in enumerate(idx):
