@@ -60,7 +60,11 @@ def main(_: list[str]) -> None:
     sets = {f"{prop} neurons": np.any(np.stack(list(scored[prop]["groups"].values())), axis=0)
             for prop in ("phone_type", "gender", "pitch") if scored[prop]["groups"]}
     sets.update({f"gender: {g} neurons": m for g, m in scored["gender"]["groups"].items()})
+    sets.update({f"AAPE gender: {g} neurons": m for g, m in scored["aape:gender"]["groups"].items()})
+    empty = sorted(name for name, m in sets.items() if not m.any())
+    sets = {name: m for name, m in sets.items() if m.any()}  # zeroing nothing measures nothing
     ablation = probe_ablation(model, utts, plan.inventory, sets)
+    ablation["empty_sets"] = empty
     print("[4/4] report", flush=True)
     out_dir = os.path.join(work, "results")
     with ResultsDir(out_dir, "demo", flags={"model": model_path, "manifest": manifest,
@@ -101,7 +105,8 @@ def _ablation_section(report, res, ablation: dict) -> None:
     rows = [[n, ablation["sizes"].get(n.removesuffix(" (random)"), ""), f"{ablation[n]['phone_accuracy']:.3f}",
              f"{ablation[n].get('gender_accuracy', float('nan')):.3f}"] for n in names]
     report.text("Probes trained on the unablated model's last layer (speaker-disjoint split), evaluated on the "
-                f"test speakers with the neurons zeroed. Chance: {ablation['chance']}. Split: {ablation['split']}.")
+                f"test speakers with the neurons zeroed. Chance: {ablation['chance']}. Split: {ablation['split']}. "
+                f"Sets without neurons (not ablated): {', '.join(ablation['empty_sets']) or 'none'}.")
     report.table(["neurons zeroed", "count", "phone accuracy", "gender accuracy"], rows)
     fig = grouped_bars(res.file("figures/ablation.png"), names,
                        {"phone accuracy": [ablation[n]["phone_accuracy"] for n in names],
