@@ -68,7 +68,19 @@ def main(_: list[str]) -> None:
         out, _, _ = forward_with_captures(nnx.merge(graphdef, state), audio, lengths, capture_ffn=False)
         return out.last_hidden_state
 
+    @jax.jit
+    def jax_front_end(state, audio):
+        return nnx.merge(graphdef, state).feature_extractor(audio)
+
     audio_j, lengths_j = jnp.asarray(audio), jnp.asarray(lengths)
+
+    def flops(fn, *args) -> float:
+        cost = fn.lower(*args).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float(cost.get("flops", float("nan")))
+
+    total_flops = flops(jax_forward, state, audio_j, lengths_j)
+    front_flops = flops(jax_front_end, state, audio_j)
     audio_t = torch.from_numpy(audio)
 
     def run_jax():
@@ -81,7 +93,12 @@ def main(_: list[str]) -> None:
     diff = float(np.abs(np.asarray(run_jax()) - run_torch().numpy()).max())
     t_jax = _time(run_jax, FLAGS.repeats)
     t_torch = _time(run_torch, FLAGS.repeats)
+    t_front = _time(lambda: jax_front_end(state, audio_j).block_until_ready(), FLAGS.repeats)
     med_jax, med_torch = statistics.median(t_jax), statistics.median(t_torch)
+    med_front = statistics.median(t_front)
+    load = os.getloadavg()[0]
+    gflop_total, gflop_front = total_flops / 1e9, front_flops / 1e9
+    share_flops, share_time = 100 * front_flops / total_flops, 100 * med_front / med_jax
     audio_s = FLAGS.batch * FLAGS.seconds
     lines = [
         "# Forward pass: jaxneurons (JAX) vs transformers (PyTorch)",
@@ -103,6 +120,12 @@ def main(_: list[str]) -> None:
         "",
         f"Speed ratio PyTorch time / JAX time: **{med_torch / med_jax:.2f}** (> 1 means JAX is faster).",
         f"Max abs difference of the last hidden state: {diff:.2e}.",
+        "",
+        "What limits it (XLA's own FLOP count of the compiled programs, same run):",
+        f"- whole forward: {gflop_total:.0f} GFLOP per batch, {gflop_total / med_jax:.0f} GFLOP/s achieved;",
+        f"- conv front end alone: {gflop_front:.0f} GFLOP ({share_flops:.0f} % of the FLOPs) in {med_front:.2f} s "
+        f"({share_time:.0f} % of the time, {gflop_front / med_front:.0f} GFLOP/s).",
+        f"Load average when the run ended: {load:.1f} (2 cores; other jobs inflate every time above equally).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
