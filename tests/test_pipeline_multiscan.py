@@ -199,37 +199,18 @@ print("done", pid)
 
 @pytest.mark.slow  # two JAX processes on loopback (gloo), ~2 min under load
 def test_two_processes_equal_one_process(corpus, model_dirs, tmp_path):
-    import socket
-    import subprocess
-    import sys
+    from tests.loopback import free_port, run_workers
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = tmp_path / "worker.py"
     script.write_text(MP_WORKER)
     manifest = str(tmp_path / "manifest.jsonl")
     from jaxneurons.data import write_manifest
 
     write_manifest(manifest, corpus)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root)
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if "xla_force_host_platform_device_count" not in f)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     paths = [model_dirs["mel"], model_dirs["hubert"]]
     out = str(tmp_path / "mp")
-    procs = [subprocess.Popen([sys.executable, str(script), str(i), str(port), manifest, out, *paths], cwd=root,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=600)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log[-3000:]
+    run_workers(str(script), [(i, port, manifest, out, *paths) for i in range(2)], timeout=600)
     # One process, no mesh, the same global batches (4 rows x 2 processes).
     ref_out = str(tmp_path / "one")
     options = ScanOptions(properties=("phone_type", "pitch"), batch_size=8)

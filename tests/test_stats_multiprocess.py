@@ -1,17 +1,12 @@
 """Two JAX processes on loopback (gloo CPU collectives, 2 devices each) give the single-process statistics."""
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
 from jaxneurons.stats import run_scan
+from tests.loopback import free_port, run_workers
 from tests.test_stats_counts import CONFIG, fake_forward, make_batches
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKER = textwrap.dedent("""
     import sys
@@ -32,32 +27,12 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_equal_single_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if "xla_force_host_platform_device_count" not in f)
-    port = _free_port()
+    port = free_port()
     outs = [tmp_path / f"p{i}.npz" for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, str(script), str(i), str(port), str(outs[i])], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=300)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log[-3000:]
+    run_workers(str(script), [(i, port, outs[i]) for i in range(2)])
     batches = make_batches(np.random.default_rng(30), 3, L=3, B=8, T=9, D=40)
     single, _ = run_scan(fake_forward, None, batches, CONFIG)
     ref = single.to_numpy()
