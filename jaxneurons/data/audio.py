@@ -149,13 +149,19 @@ def _fail(issues: DataIssues | None, path: str, kind: str, detail: str) -> Audio
     return AudioError(path, kind, detail)
 
 
-def audio_info(path: str, target_sr: int = 16000, issues: DataIssues | None = None) -> tuple[int, int, int]:
-    """(num_samples at target_sr, native sample rate, channels) from the header, without decoding."""
+def _existing_file(path: str, issues: DataIssues | None) -> str:
+    """``path`` as a string, or the error for a missing or 0-byte file (counted in ``issues``)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise _fail(issues, path, "missing", "file does not exist")
     if os.path.getsize(path) == 0:
         raise _fail(issues, path, "empty", "file is empty (0 bytes)")
+    return path
+
+
+def audio_info(path: str, target_sr: int = 16000, issues: DataIssues | None = None) -> tuple[int, int, int]:
+    """(num_samples at target_sr, native sample rate, channels) from the header, without decoding."""
+    path = _existing_file(path, issues)
     try:
         info = sf.info(path)
     except Exception as exc:  # libsndfile's error types vary by version
@@ -169,11 +175,7 @@ def load_audio(
     path: str, target_sr: int = 16000, min_samples: int = 0, issues: DataIssues | None = None
 ) -> np.ndarray:
     """Load ``path`` as float32 mono at ``target_sr``; see the module docstring for the policy."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise _fail(issues, path, "missing", "file does not exist")
-    if os.path.getsize(path) == 0:
-        raise _fail(issues, path, "empty", "file is empty (0 bytes)")
+    path = _existing_file(path, issues)
     try:
         f = sf.SoundFile(path)
     except Exception as exc:  # libsndfile's error types vary by version

@@ -112,14 +112,27 @@ def mel_banks(
     return np.ascontiguousarray(banks.T.astype(np.float32))
 
 
-def _check_batch(waveforms: jax.Array, lengths: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def as_batch(
+    waveforms: jax.Array | np.ndarray, lengths: jax.Array | np.ndarray | None, what: str
+) -> tuple[jax.Array, jax.Array, bool]:
+    """``(B, N)`` waveforms, ``(B,)`` int32 lengths (default N) and whether the input was a single ``(N,)``.
+
+    Shared by the feature functions so they accept and check batches the same way; ``what`` names the caller
+    in errors.
+    """
+    waveforms = jnp.asarray(waveforms)
+    squeeze = waveforms.ndim == 1
+    if squeeze:
+        waveforms = waveforms[None]
+        lengths = None if lengths is None else jnp.reshape(jnp.asarray(lengths), (1,))
     if waveforms.ndim != 2:
-        raise ValueError(f"fbank: waveforms must be (batch, samples), got shape {waveforms.shape}")
+        raise ValueError(f"{what}: waveforms must be (batch, samples), got shape {waveforms.shape}")
     if lengths is None:
         lengths = jnp.full((waveforms.shape[0],), waveforms.shape[1], jnp.int32)
-    elif lengths.shape != (waveforms.shape[0],):
-        raise ValueError(f"fbank: lengths must have shape ({waveforms.shape[0]},), got {lengths.shape}")
-    return waveforms, lengths
+    lengths = jnp.asarray(lengths, jnp.int32)
+    if lengths.shape != (waveforms.shape[0],):
+        raise ValueError(f"{what}: lengths must have shape ({waveforms.shape[0]},), got {lengths.shape}")
+    return waveforms, lengths, squeeze
 
 
 def power_spectrum_frames(
@@ -240,13 +253,7 @@ def fbank(
       ``feats`` ``(B, T_max, num_mel_bins)`` float32 (0 beyond each utterance's frames) and ``n_frames``
       ``(B,)`` int32 with ``T_max = 1 + (N - 400) // 160`` at 16 kHz.
     """
-    waveforms = jnp.asarray(waveforms)
-    squeeze = waveforms.ndim == 1
-    if squeeze:
-        waveforms = waveforms[None]
-        if lengths is not None:
-            lengths = jnp.reshape(jnp.asarray(lengths), (1,))
-    waveforms, lengths = _check_batch(waveforms, None if lengths is None else jnp.asarray(lengths))
+    waveforms, lengths, squeeze = as_batch(waveforms, lengths, "fbank")
     win, _, _ = frame_params(sample_rate, frame_length_ms, frame_shift_ms)
     if waveforms.shape[1] < win:
         raise ValueError(f"fbank: {waveforms.shape[1]} samples is shorter than one {win}-sample window")

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxneurons.features.fbank import FLOAT32_EPS, fbank, frame_params, utterance_mvn
+from jaxneurons.features.fbank import FLOAT32_EPS, as_batch, fbank, frame_params, utterance_mvn
 
 
 def dct_matrix(num_mel_bins: int, num_ceps: int) -> np.ndarray:
@@ -82,14 +82,7 @@ def mfcc(
 
     Frames beyond an utterance's ``n_frames`` are 0. See the module docstring for the convention.
     """
-    waveforms = jnp.asarray(waveforms)
-    squeeze = waveforms.ndim == 1
-    if squeeze:
-        waveforms = waveforms[None]
-        lengths = None if lengths is None else jnp.reshape(jnp.asarray(lengths), (1,))
-    if lengths is None:
-        lengths = jnp.full((waveforms.shape[0],), waveforms.shape[1], jnp.int32)
-    lengths = jnp.asarray(lengths, jnp.int32)
+    waveforms, lengths, squeeze = as_batch(waveforms, lengths, "mfcc")
     logmel, n_frames = fbank(
         waveforms,
         lengths,

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxneurons.features.fbank import as_batch
+
 LIBRISPEECH_DEV_CLEAN_PITCH_EDGES: tuple[float, float] = (129.03, 179.78)
 """33rd / 66th percentile F0 (Hz) of voiced frames of LibriSpeech dev-clean, from the property-neuron study."""
 
@@ -166,18 +168,7 @@ def yin(
       ``f0`` ``(B, num_frames)`` in Hz (0 = unvoiced or padding), ``voiced`` bool, and ``aperiodicity`` (the
       minimum of the normalised difference in range, low = strongly periodic; 1 on padding).
     """
-    waveforms = jnp.asarray(waveforms)
-    squeeze = waveforms.ndim == 1
-    if squeeze:
-        waveforms = waveforms[None]
-        lengths = None if lengths is None else jnp.reshape(jnp.asarray(lengths), (1,))
-    if waveforms.ndim != 2:
-        raise ValueError(f"yin: waveforms must be (batch, samples), got shape {waveforms.shape}")
-    if lengths is None:
-        lengths = jnp.full((waveforms.shape[0],), waveforms.shape[1], jnp.int32)
-    lengths = jnp.asarray(lengths, jnp.int32)
-    if lengths.shape != (waveforms.shape[0],):
-        raise ValueError(f"yin: lengths must have shape ({waveforms.shape[0]},), got {lengths.shape}")
+    waveforms, lengths, squeeze = as_batch(waveforms, lengths, "yin")
     hop = int(round(sample_rate * frame_shift_ms * 1e-3))
     if waveforms.shape[1] < hop:
         raise ValueError(f"yin: {waveforms.shape[1]} samples is shorter than one {hop}-sample hop")
