@@ -52,22 +52,28 @@ BUILTIN_KEYS = ("gender", "speaker", "language")
 CORPUS_KEY = "corpus"  # pseudo-label: which corpus (A / B) an utterance comes from
 
 
-def define_flags() -> None:
-    """Flags are defined only when run as a launcher, so the helpers can be imported next to other launchers."""
+def define_corpus_flags(corpus_b_role: str, seed_role: str) -> None:
+    """Model, output and the two corpora (A, B): the flags aape.py and modularity.py share."""
     from absl import flags
 
     flags.DEFINE_string("out", None, "Results directory (written atomically).")
     flags.DEFINE_string("workdir", None, "Corpora and scan checkpoints (default: OUT.work).")
     flags.DEFINE_string("model", "default", "Model directory, or 'default' for the bundled model.")
     flags.DEFINE_string("manifest", None, "Corpus A manifest (default: synthesise one with espeak-ng).")
-    flags.DEFINE_string("manifest_b", None, "Corpus B manifest for the shared-neuron analysis (default: synthesise "
-                        "one with --seed_b when corpus A is synthetic; none when --manifest is given without it).")
+    flags.DEFINE_string("manifest_b", None, f"Corpus B manifest, {corpus_b_role} (default: synthesise one with "
+                        "--seed_b when corpus A is synthetic; none when --manifest is given without it).")
     flags.DEFINE_integer("num_speakers", 16, "Pseudo-speakers per synthetic corpus (scaled to a 2-core CPU).")
     flags.DEFINE_float("minutes", 10.0, "Minutes of audio per synthetic corpus (scaled to a 2-core CPU).")
     flags.DEFINE_list("languages", ["en", "tr"], "Languages of the synthetic corpora (en, tr).")
-    flags.DEFINE_integer("seed", 12345, "Corpus A seed (the default model was trained on seed 1); also probe "
-                         "split, probe init and random controls.")
+    flags.DEFINE_integer("seed", 12345, f"Corpus A seed (the default model was trained on seed 1); {seed_role}.")
     flags.DEFINE_integer("seed_b", 54321, "Corpus B seed (other speakers, accents, variants, pitch settings).")
+
+
+def define_flags() -> None:
+    """Flags are defined only when run as a launcher, so the helpers can be imported next to other launchers."""
+    from absl import flags
+
+    define_corpus_flags("for the shared-neuron analysis", "also probe split, probe init and random controls")
     flags.DEFINE_list("tasks", ["gender", "language", "pitch_setting/2", "speaker", "voice"],
                       "Tasks on corpus A: gender, speaker, language, a manifest labels key, or KEY/N (numeric "
                       "label in N quantile bins). Tasks a manifest lacks are skipped and reported.")

@@ -35,6 +35,7 @@ import numpy as np
 from experiments.aape import (
     CORPUS_KEY,
     class_of,
+    define_corpus_flags,
     fmt,
     label_corpora,
     load_models,
@@ -54,17 +55,7 @@ def define_flags() -> None:
 
     from jaxneurons.scoring.selective import DEFAULT_FRACTIONS
 
-    flags.DEFINE_string("out", None, "Results directory (written atomically).")
-    flags.DEFINE_string("workdir", None, "Corpora and scan checkpoints (default: OUT.work).")
-    flags.DEFINE_string("model", "default", "Model directory, or 'default' for the bundled model.")
-    flags.DEFINE_string("manifest", None, "Corpus A manifest (default: synthesise one with espeak-ng).")
-    flags.DEFINE_string("manifest_b", None, "Corpus B manifest, the second 'dataset' (default: synthesise one with "
-                        "--seed_b when corpus A is synthetic; none when --manifest is given without it).")
-    flags.DEFINE_integer("num_speakers", 16, "Pseudo-speakers per synthetic corpus (scaled to a 2-core CPU).")
-    flags.DEFINE_float("minutes", 10.0, "Minutes of audio per synthetic corpus (scaled to a 2-core CPU).")
-    flags.DEFINE_list("languages", ["en", "tr"], "Languages of the synthetic corpora (en, tr).")
-    flags.DEFINE_integer("seed", 12345, "Corpus A seed (the default model was trained on seed 1); also nulls.")
-    flags.DEFINE_integer("seed_b", 54321, "Corpus B seed.")
+    define_corpus_flags("the second 'dataset'", "also nulls")
     flags.DEFINE_list("tasks", ["language", "gender", "pitch_setting/2", CORPUS_KEY],
                       "Tasks over both corpora: gender, speaker, language, a manifest labels key, KEY/N (numeric "
                       "label in N quantile bins) or 'corpus' (corpus A vs B). Each class is scored against the "
