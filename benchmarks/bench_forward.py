@@ -130,9 +130,9 @@ def main(_: list[str]) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if FLAGS.out:
-        with open(FLAGS.out + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(FLAGS.out + ".tmp", FLAGS.out)
+        from jaxneurons.results import write_text
+
+        write_text(FLAGS.out, text)
 
 
 if __name__ == "__main__":

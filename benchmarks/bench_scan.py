@@ -303,9 +303,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(args.out + ".tmp", args.out)
+        from jaxneurons.results import write_text
+
+        write_text(args.out, text)
     bad = total_diff > max(10, total_events * 1e-4)
     if bad:
         raise SystemExit(f"JAX and PyTorch counts disagree beyond float near-ties: {total_diff} of {total_events}")

@@ -141,9 +141,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(args.out + ".tmp", args.out)
+        from jaxneurons.results import write_text
+
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":
