@@ -168,6 +168,7 @@ class ProbeKit:
             self.within = None
             self.notes.append(f"no speaker-ID probe: {e}")
         self.has_gender = stratify is not None
+        self.frozen: dict[str, Any] = {}  # reference probes of freeze_reference
 
     def features(self, model: Any, neuron_mask: Any = None) -> Any:
         """Frame features of ``self.layer`` in MANIFEST order (so the fixed splits apply)."""
@@ -241,16 +242,34 @@ class ProbeKit:
 
         return evaluate(probe, feats.pooled().subset(self.within.test))
 
+    def freeze_reference(self, model: Any, *, phones: bool = True, speaker: bool = True) -> None:
+        """Train probes once on the unpruned ``model``; :meth:`retrained_metrics` then also reports them
+        applied unchanged to each pruned model (``*_frozen_probe``): how far pruning moved the representation
+        the reference probes read, which retrained probes can hide when the residual stream keeps the
+        information in another form."""
+        feats = self.features(model)
+        self.frozen = {}
+        if phones and self.inventory is not None:
+            self.frozen["phone"] = self.train_phone(feats)
+        if speaker and self.within is not None:
+            self.frozen["speaker"] = self.train_speaker(feats)
+
     def retrained_metrics(self, model: Any, neuron_mask: Any = None, *, phones: bool = True,
                           speaker: bool = True) -> Metrics:
-        """Probes trained afresh on this (pruned) model: phone accuracy + PER, speaker-ID accuracy."""
+        """Probes trained afresh on this (pruned) model: phone accuracy + PER, speaker-ID accuracy; plus the
+        reference probes of :meth:`freeze_reference` applied unchanged, if it was called."""
         feats = self.features(model, neuron_mask)
+        frozen = self.frozen
         out: Metrics = {}
         if phones and self.inventory is not None:
             ev = self.eval_frames(self.train_phone(feats), feats)
             out.update(phone_accuracy=ev["accuracy"], per=ev["per"])
+            if "phone" in frozen:
+                out["phone_accuracy_frozen_probe"] = self.eval_frames(frozen["phone"], feats)["accuracy"]
         if speaker and self.within is not None:
             out["speaker_accuracy"] = self.eval_speaker(self.train_speaker(feats), feats)["accuracy"]
+            if "speaker" in frozen:
+                out["speaker_accuracy_frozen_probe"] = self.eval_speaker(frozen["speaker"], feats)["accuracy"]
         return out
 
 
@@ -526,7 +545,9 @@ def save_pruning(res: Any, curves: dict[str, Any]) -> None:
 
 
 METRIC_LABELS = {"phone_accuracy": "frame phone accuracy", "per": "phone error rate (PER)",
-                 "speaker_accuracy": "speaker-ID accuracy"}
+                 "speaker_accuracy": "speaker-ID accuracy",
+                 "phone_accuracy_frozen_probe": "frame phone accuracy, probe of the unpruned model",
+                 "speaker_accuracy_frozen_probe": "speaker-ID accuracy, probe of the unpruned model"}
 
 
 def pruning_section(report: Any, res: Any, curves: Mapping[str, Any], protected_what: str) -> None:
@@ -541,7 +562,8 @@ def pruning_section(report: Any, res: Any, curves: Mapping[str, Any], protected_
         f"continued pre-training after each step (lr {s['learning_rate']:g}, batch {s['batch_size']}, mask_prob "
         f"{s['mask_prob']}, mask_length {s['mask_length']}; the paper: 128 of 3072 per step, 20 steps, 25k updates). "
         "Probes are retrained on each pruned model (phones on disjoint speakers, speaker ID on disjoint "
-        "utterances of the same speakers)."
+        "utterances of the same speakers); the '... probe of the unpruned model' metrics apply the unpruned "
+        "model's probes unchanged, which shows how far pruning moved the representation itself."
     )
     base = curves["unpruned"]
     metrics = list(base)

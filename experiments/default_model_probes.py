@@ -80,7 +80,8 @@ def plot_training_curve(model_dir: str, path: str, window: int) -> str:
 
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     offset = 0
     for it in sorted({r.get("iteration", 1) for r in rows}):
@@ -120,8 +121,9 @@ def main(_: list[str]) -> None:
     trained = load_model(path)
     rows = {"trained": probe_model(trained, utts, inventory, FLAGS.max_epochs),
             "random init": probe_model(build_model(trained.config, seed=0), utts, inventory, FLAGS.max_epochs)}
-    table = {"model": FLAGS.model if FLAGS.model == "default" else path, "corpus": {"manifest": manifest, "utterances": len(utts), "speakers": FLAGS.num_speakers,
-                                       "minutes": FLAGS.minutes, "seed": FLAGS.seed},
+    table = {"model": FLAGS.model if FLAGS.model == "default" else path,
+             "corpus": {"manifest": manifest, "utterances": len(utts), "speakers": FLAGS.num_speakers,
+                        "minutes": FLAGS.minutes, "seed": FLAGS.seed},
              "command": "python experiments/default_model_probes.py " + " ".join(sys.argv[1:]),
              "wall_seconds": round(time.time() - t0), "results": rows}
     lines = ["| model | phone acc. (chance) | PER (chance) | gender acc. (chance) | speaker ID acc. (chance) |",

@@ -200,6 +200,7 @@ def main(argv: list[str]) -> None:
         protect = [p for p in FLAGS.protect if p in scored]
         identify = common.ScanIdentify(utts, options, protect, decoded=decoded, base_model=model,
                                        base_mask=common.union_mask(scored, protect))
+        kit.freeze_reference(model)
         curves = common.pruning_curves(
             model, utts, lambda m, mask: kit.retrained_metrics(m, mask), identify,
             common.PruneSettings.from_flags(), setup.workdir, decoded=decoded,

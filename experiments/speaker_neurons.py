@@ -150,6 +150,7 @@ def main(argv: list[str]) -> None:
         print("[3/3] pruning: L1 vs protected speaker neurons, one-shot and iterative", file=sys.stderr, flush=True)
         identify = common.ScanIdentify(utts, options, ["speaker"], decoded=decoded, base_model=model,
                                        base_mask=common.union_mask(scored, ["speaker"]))
+        kit.freeze_reference(model, phones=False)
         curves = common.pruning_curves(
             model, utts, lambda m, mask: kit.retrained_metrics(m, mask, phones=False), identify,
             common.PruneSettings.from_flags(), setup.workdir, decoded=decoded,

@@ -47,6 +47,10 @@ def _run(module: str, args: list[str]) -> subprocess.CompletedProcess:
 def _check_pruning(out, metrics: set[str]) -> dict:
     pruning = json.loads((out / "pruning.json").read_text())
     assert set(pruning["unpruned"]) == metrics
+    # The unpruned model's own probes, applied unchanged to the unpruned model, score what retrained ones do.
+    for m in metrics:
+        if m.endswith("_frozen_probe"):
+            assert pruning["unpruned"][m] == pytest.approx(pruning["unpruned"][m.removesuffix("_frozen_probe")])
     for method in ("L1", "protected"):
         (entry,) = pruning["one_shot"][method]
         assert entry["density"] == 0.5 and set(entry["metrics"]) == metrics
@@ -95,7 +99,8 @@ def test_property_neurons_launcher(inputs, tmp_path):
             assert editing["specific_drop"][row][col] == pytest.approx(d - editing["random_drop"][row][col])
     assert sum(editing["sizes"].values()) > 0  # sigma 0.5 finds some neurons, so zeroing is exercised
     assert np.load(out / "arrays" / "editing_specific_drop.npy").shape == (8, 10)
-    pruning = _check_pruning(out, {"phone_accuracy", "per", "speaker_accuracy"})
+    pruning = _check_pruning(out, {"phone_accuracy", "per", "speaker_accuracy", "phone_accuracy_frozen_probe",
+                                   "speaker_accuracy_frozen_probe"})
     # One-shot protection: every property neuron of the scan survives.
     keep = np.load(out / "arrays" / "keep__one_shot_protected_0.5.npy")
     protected = _protected(neurons, ["phone_type", "gender", "pitch"])
@@ -136,7 +141,7 @@ def test_speaker_neurons_launcher(inputs, tmp_path):
     by_sigma = json.loads((out / "counts_by_sigma.json").read_text())
     assert set(by_sigma) == {"0.8", "1.0"}
     assert by_sigma["0.8"]["speaker"] == {g: [len(v) for v in sets.values()] for g, sets in neurons["speaker"].items()}
-    _check_pruning(out, {"speaker_accuracy"})
+    _check_pruning(out, {"speaker_accuracy", "speaker_accuracy_frozen_probe"})
     keep = np.load(out / "arrays" / "keep__one_shot_protected_0.5.npy")
     assert not (_protected(neurons, ["speaker"]) & ~keep).any()
     for fig in ("speaker", "ssl_cluster", "speaker_vs_sigma"):
