@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -57,11 +58,13 @@ def heatmap(
     cmap: str = "viridis",
 ) -> str:
     matrix = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(col_labels), 1.2 + 0.45 * len(row_labels)))
+    # A floor on the size keeps small matrices (2 x 2) readable; long titles wrap to the figure's width.
+    width = max(5.0, 1.6 + 0.6 * len(col_labels))
+    fig, ax = plt.subplots(figsize=(width, max(3.5, 1.6 + 0.45 * len(row_labels))))
     im = ax.imshow(matrix, cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(col_labels)), labels=col_labels, rotation=45, ha="right")
     ax.set_yticks(range(len(row_labels)), labels=row_labels)
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, width=int(width * 9)), fontsize=10)
     fig.colorbar(im, ax=ax, label=colorbar_label)
     if annotate and matrix.size <= 400:
         finite = matrix[np.isfinite(matrix)]
