@@ -11,7 +11,8 @@ property-neuron and AAPE statistics of ``jaxneurons scan``, every valid frame):
 Timed in ONE process, repetitions interleaved (a, b, c, d, a, b, c, d, ...), medians reported:
   (a) JAX forward alone (jit, no captures);
   (b) JAX scan step: forward + statistics fused in one jit (``make_stats_step`` with the pipeline's
-      ``make_forward``, exactly what ``run_scan`` executes per batch);
+      ``make_forward``, exactly what ``run_scan`` executes per batch; ``--topk-method``, default "auto" =
+      the native FFI counting kernel on CPU when it builds, recorded in the output);
   (c) transformers PyTorch forward with forward hooks on every layer's FFN activation computing the same
       counts (``torch.topk`` over |h| per frame, ``bincount`` into (C, D) counts, one-hot matmul for h > 0),
       ``torch.inference_mode``, torch threads = CPU cores;
@@ -115,6 +116,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=2, help="distinct batches, each timed once per repetition")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved timed repetitions (after a warm-up pass)")
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: CPU cores)")
+    ap.add_argument("--topk-method", default="auto", choices=("auto", "native", "topk", "blocked"),
+                    help="top-k / h>0 counting method of the scan step (auto: native on CPU when it builds)")
     ap.add_argument("--out", default=None, help="Markdown file to write")
     args = ap.parse_args()
 
@@ -129,6 +132,7 @@ def main() -> None:
     from jaxneurons.models.checkpoint import load_model
     from jaxneurons.pipeline.scan import make_forward
     from jaxneurons.stats import ConditionSpec, StatsConfig, init_stats, make_stats_step, topk_size
+    from jaxneurons.stats.native import native_status, resolve_topk_method
 
     load_start = os.getloadavg()
     threads = args.torch_threads or os.cpu_count() or 1
@@ -166,7 +170,9 @@ def main() -> None:
                                           capture_ffn=False)
         return out.last_hidden_state
 
-    step = make_stats_step(make_forward(graphdef), config)
+    method = resolve_topk_method(args.topk_method)  # what the step below traces with
+    native_ok, native_detail = native_status() if method == "native" or args.topk_method == "auto" else (False, "")
+    step = make_stats_step(make_forward(graphdef), config, topk_method=args.topk_method)
     counter = TorchCounter(torch, hf.encoder.layers, k, D)
     audio_t = [torch.from_numpy(b["audio"]) for b in batches]
 
@@ -248,6 +254,7 @@ def main() -> None:
         "# Scan: statistics overhead and JAX vs PyTorch",
         "",
         f"Command: `python benchmarks/bench_scan.py --batches {args.batches} --repeats {args.repeats}"
+        f"{' --topk-method ' + args.topk_method if args.topk_method != 'auto' else ''}"
         f"{' --out ' + args.out if args.out else ''}`",
         "",
         f"Machine: {dev}; Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
@@ -261,6 +268,10 @@ def main() -> None:
         f"our converter -> JAX). Batch: {args.batch} x {args.seconds:g} s at 16 kHz ({T} frames each); "
         f"{args.batches} distinct batches with synthetic labels. Statistics: phone (40 classes, top-k + h>0), "
         f"gender x phone (80, top-k), gender (2, h>0); k = {k} (top 1 %) per frame, every frame.",
+        "",
+        f"Counting method of the scan step (top-k and h>0 counts): `topk_method={args.topk_method}` -> **{method}**"
+        + (f" (native XLA FFI kernel {native_detail})" if method == "native" else
+           f" (native kernel not used: {native_detail})" if native_detail else "") + ".",
         "",
         f"Median over {args.repeats} interleaved repetitions x {args.batches} batches (after a warm-up pass):",
         "",

@@ -7,6 +7,10 @@ Inputs per batch (from any ``forward_fn``):
   ``labels``: name -> ``(B, T)`` or ``(B,)`` ints (condition sets, -1 = ignore) or floats (continuous,
   NaN = ignore); ``selections``: name -> ``(B, T)`` bool.
 
+On the CPU backend ``topk_method="auto"`` runs the top-k and ``h > 0`` counts in a native XLA FFI kernel
+(``jaxneurons/stats/native``: one pass over each layer's ``h``, same tie rule, same counts); elsewhere,
+or when it cannot be built, the pure-XLA formulations below.
+
 Formulations chosen for XLA CPU (see benchmarks/stats_kernel.md and benchmarks/scan.md):
   * layer by layer: each layer's ``h`` is used at its own width and never stacked (only the moment and
     correlation statistics build the ``(L, N, D_max)`` stack), so nothing copies all layers' activations;
@@ -25,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxneurons.stats.native import neuron_counts, resolve_topk_method
 from jaxneurons.stats.spec import StatsConfig
 from jaxneurons.stats.state import NeuronStats, float_dtype, merge_stats, state_shapes
 from jaxneurons.stats.topk import topk_indices
@@ -128,6 +133,9 @@ def batch_partials(
 
     Batch means are returned as pairs ``(hi=shift, lo=mean - shift)`` where ``shifts`` holds the running
     means (keys ``{cond}/mean``, ``{cond}/abs_mean``, ``{y}/y_mean``, ``{y}/h_mean``; zero if None).
+    ``topk_method`` (top-k and ``h > 0`` counts; identical results): "auto" = "native" on the CPU backend
+    when the native kernel is available, else "topk"; "native" (the FFI kernel, error if unavailable),
+    "topk" (``lax.top_k`` indices + scatter-add, matmul for h > 0) or "blocked" (two-stage top-k).
     """
     selections = selections or {}
     layers = layer_activations(h, config)  # L arrays (B, T, D_l): never stacked unless moments need it
@@ -173,39 +181,67 @@ def batch_partials(
         onehots[c.name] = oh
         out[f"{c.name}/frames"] = _psum(jnp.round(oh.sum(0)).astype(jnp.int32), axis_name)
 
-    # ---- top-k membership: per layer, top-k indices of |h_l| at the layer's own width (nothing stacked or
-    # padded, so XLA can run each layer's top-k as soon as its h exists); one scatter-add of all indices.
     tk = [c for c in config.conditions if "topk" in c.stats]
-    if tk:
+    pc = [c for c in config.conditions if "positive" in c.stats]
+    method = resolve_topk_method(topk_method) if tk or pc else topk_method
+
+    def offsets(conds):
         offs, R = {}, 0
-        for c in tk:
+        for c in conds:
             offs[c.name] = R
             R += c.num_classes
-        dump = R
-        R += 1
-        base = {c.name: jnp.where(rows[c.name] < c.num_classes, rows[c.name] + offs[c.name], dump)
-                for c in tk}  # (N,) count row of every frame
-        flats = []
-        for l, (x, k) in enumerate(zip(flat_layers, config.ks, strict=True)):
-            idx = topk_indices(jnp.abs(x), k, method=topk_method)  # (N, k_l), indices < D_l
-            for c in tk:
-                flats.append((((l * R + base[c.name]) * D)[:, None] + idx).reshape(-1))
-        flat = jnp.concatenate(flats)
-        counts = jnp.zeros(L * R * D, jnp.int32).at[flat].add(1, mode="promise_in_bounds")
-        counts = _psum(counts.reshape(L, R, D), axis_name)
-        for c in tk:
-            out[f"{c.name}/topk"] = counts[:, offs[c.name]:offs[c.name] + c.num_classes]
+        return offs, R
 
-    # ---- h > 0 counts: per layer, one matmul against the concatenated one-hots.
-    pc = [c for c in config.conditions if "positive" in c.stats]
-    if pc:
-        ohT = jnp.concatenate([onehots[c.name] for c in pc], axis=1).T  # (sumC, N)
-        per_layer = [_positive_counts(ohT, x, D) for x in flat_layers]
-        cnt = _psum(jnp.stack(per_layer), axis_name)
-        o = 0
-        for c in pc:
-            out[f"{c.name}/positive"] = cnt[:, o:o + c.num_classes]
-            o += c.num_classes
+    t_offs, Rt = offsets(tk)
+    p_offs, Rp = offsets(pc)
+
+    def split(counts, conds, offs, kind):
+        for c in conds:
+            out[f"{c.name}/{kind}"] = counts[:, offs[c.name]:offs[c.name] + c.num_classes]
+
+    if method == "native" and (tk or pc):
+        # ---- native CPU kernel: top-k and h > 0 counts of each layer in one pass over its h (see
+        # jaxneurons/stats/native); one call per layer for per-layer inputs, so that it can run as soon as
+        # that layer's h exists.
+        crow = [jnp.where(rows[c.name] < c.num_classes, rows[c.name] + offs[c.name], -1)
+                for conds, offs in ((tk, t_offs), (pc, p_offs)) for c in conds]
+        row_arr = jnp.stack(crow).astype(jnp.int32)  # (S, N), -1 = frame not counted
+        kw = dict(n_topk=len(tk), topk_rows=Rt, positive_rows=Rp)
+        if isinstance(h, (list, tuple)):
+            t_parts, p_parts = [], []
+            for x, k in zip(flat_layers, config.ks, strict=True):
+                t_l, p_l = neuron_counts(x, row_arr, k=k, **kw)
+                pad = ((0, 0), (0, D - x.shape[-1]))
+                t_parts.append(jnp.pad(t_l, pad))
+                p_parts.append(jnp.pad(p_l, pad))
+            t_cnt, p_cnt = jnp.stack(t_parts), jnp.stack(p_parts)
+        else:  # a stacked (L, B, T, D) array: one call, so no per-layer slice is copied for the FFI operand
+            t_cnt, p_cnt = neuron_counts(h.reshape(L, N, D).astype(jnp.float32), row_arr, k=config.ks[0], **kw)
+        if tk:
+            split(_psum(t_cnt, axis_name), tk, t_offs, "topk")
+        if pc:
+            split(_psum(p_cnt, axis_name), pc, p_offs, "positive")
+    else:
+        # ---- top-k membership: per layer, top-k indices of |h_l| at the layer's own width (nothing
+        # stacked or padded, so XLA can run each layer's top-k as soon as its h exists); one scatter-add
+        # of all indices (a dump row absorbs ignored frames).
+        if tk:
+            dump, R = Rt, Rt + 1
+            base = {c.name: jnp.where(rows[c.name] < c.num_classes, rows[c.name] + t_offs[c.name], dump)
+                    for c in tk}  # (N,) count row of every frame
+            flats = []
+            for l, (x, k) in enumerate(zip(flat_layers, config.ks, strict=True)):
+                idx = topk_indices(jnp.abs(x), k, method=method)  # (N, k_l), indices < D_l
+                for c in tk:
+                    flats.append((((l * R + base[c.name]) * D)[:, None] + idx).reshape(-1))
+            flat = jnp.concatenate(flats)
+            counts = jnp.zeros(L * R * D, jnp.int32).at[flat].add(1, mode="promise_in_bounds")
+            split(_psum(counts.reshape(L, R, D), axis_name), tk, t_offs, "topk")
+        # ---- h > 0 counts: per layer, one matmul against the concatenated one-hots.
+        if pc:
+            ohT = jnp.concatenate([onehots[c.name] for c in pc], axis=1).T  # (sumC, N)
+            per_layer = [_positive_counts(ohT, x, D) for x in flat_layers]
+            split(_psum(jnp.stack(per_layer), axis_name), pc, p_offs, "positive")
 
     # ---- per-class moments of h and |h| (two passes: global batch mean, then centred squares).
     for c in config.conditions:

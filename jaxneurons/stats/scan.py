@@ -170,6 +170,8 @@ def run_scan(
     ``checkpoint_path``: resume from it if present (its config and ``fingerprint`` must match) and
     rewrite it every ``checkpoint_every`` batches and at the end (process 0 writes).
     ``max_batches``: stop after this many batches in total (cursor), e.g. to split a scan into jobs.
+    ``topk_method``: how the top-k and h > 0 counts are computed (identical counts); "auto" = the native
+    FFI kernel on CPU when it builds, else ``lax.top_k`` (see :func:`jaxneurons.stats.batch_partials`).
     """
     fingerprint = dict(fingerprint or {})
     stats, cursor = init_stats(config), 0
