@@ -43,6 +43,10 @@ flags.DEFINE_integer("num_speaker_clusters", 2, "i-vector k-means clusters (pape
 flags.DEFINE_integer("ivector_components", 32, "GMM-UBM components (scaled to a 10-minute corpus; Kaldi recipes "
                      "use 2048 on hundreds of hours).")
 flags.DEFINE_integer("ivector_dim", 40, "i-vector dimension (scaled to a 10-minute corpus; typically 400).")
+flags.DEFINE_float("ivector_pitch_weight", 0.0, "Weight of a corpus-normalised log-F0 stream in the i-vector "
+                   "statistics (0: the paper's MFCC-only i-vectors; 4 makes k = 2 follow gender on espeak voices).")
+flags.DEFINE_enum("ivector_space", "ivector", ["ivector", "supervector"], "Space of the i-vector k-means: plain "
+                  "(the paper) or GMM-supervector metric (see jaxneurons.pipeline.labels.ivector_clusters).")
 flags.DEFINE_integer("ssl_max_utterances", 200, "Utterances whose frames fit the SSL k-means.")
 flags.DEFINE_float("rho", 0.01, "Top-k fraction of |h| per frame and layer (paper: 1 %).")
 flags.DEFINE_bool("pruning", True, "Run the pruning curves.")
@@ -125,7 +129,8 @@ def main(argv: list[str]) -> None:
     options = ScanOptions(properties=("speaker",), frames="all", rho=FLAGS.rho, speaker_sigma=FLAGS.speaker_sigma,
                           ssl_layer=FLAGS.ssl_layer, num_ssl_clusters=FLAGS.num_ssl_clusters,
                           num_speaker_clusters=FLAGS.num_speaker_clusters, ivector_components=FLAGS.ivector_components,
-                          ivector_dim=FLAGS.ivector_dim, ssl_max_utterances=FLAGS.ssl_max_utterances,
+                          ivector_dim=FLAGS.ivector_dim, ivector_pitch_weight=FLAGS.ivector_pitch_weight,
+                          ivector_space=FLAGS.ivector_space, ssl_max_utterances=FLAGS.ssl_max_utterances,
                           batch_size=FLAGS.batch_size)
     kit = common.ProbeKit(model, utts, layer=common.probe_layer_index(model, FLAGS.probe_layer),
                           batch_size=FLAGS.batch_size, seed=FLAGS.seed, max_epochs=FLAGS.probe_max_epochs,

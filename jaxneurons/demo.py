@@ -49,7 +49,9 @@ def main(_: list[str]) -> None:
     print(f"[2/4] scan of {len(utts)} utterances with {model_path} ({cfg.family}, {cfg.num_hidden_layers} layers, "
           f"{cfg.intermediate_size} FFN neurons each)", flush=True)
     options = ScanOptions(properties=("phone_type", "gender", "pitch", "speaker", "aape:gender", "aape:speaker"),
-                          ivector_components=32, ivector_dim=40)
+                          ivector_components=32, ivector_dim=40,
+                          # espeak voices differ in F0, not MFCCs: the pitch-aware i-vector options
+                          ivector_pitch_weight=4.0, ivector_space="supervector")
     issues = DataIssues()
     plan = plan_scan(model, utts, options, issues)
     stats = scan_statistics(model, utts, plan, checkpoint_path=os.path.join(work, "scan.work", "stats.npz"),

@@ -20,13 +20,30 @@ variance, components whose occupancy vanishes keep their previous parameters, ri
 M-step systems. Frames are processed in fixed-size chunks (``lax.scan``) and utterances in fixed-size
 batches so memory stays bounded and each kernel compiles once per shape.
 
-Measured on the synthetic espeak-ng corpus (40 pseudo-speakers, 399 utterances, 21 min;
-``python benchmarks/bench_ivector.py --corpus_dir /tmp/bench_iv_corpus --num_speakers 40 --minutes 20``,
-full table in that script's docstring): 64 components, R = 20: speaker EER 3.5 % (R = 100: 16 %, too
-many dimensions for 399 utterances); k = 2 clusters vs gender near chance (purity 0.52 / 0.56), with
-``--whiten`` 0.63 / 1.00 -- espeak's genders differ mainly in F0, which MFCC i-vectors largely miss.
+Optional, label-free additions (off here by default; :func:`jaxneurons.pipeline.labels.ivector_clusters`
+turns both on):
+
+- Auxiliary stream (``align_dims``, :func:`extend_gmm`, ``precision_scale``): the UBM and the frame
+  posteriors use the first ``align_dims`` dimensions (the MFCCs); further dimensions (a log-F0 stream) get
+  per-component means and variances under that alignment and enter only the statistics, with a stream
+  weight that scales their precision in the ``T`` model. If the UBM were trained on the stream too, its
+  components would split by pitch and a speaker's pitch would move occupancies, which i-vectors ignore.
+- Supervector coordinates (:func:`supervector_coordinates`): ``w M^(1/2)`` with ``M = sum_c w_c T_c'
+  Sigma_c^-1 T_c``, the GMM-supervector (KL) metric. A trained extractor's i-vectors are near-isotropic
+  (prior N(0, I); covariance eigenvalues ~1.0 in every well-determined direction), so k-means on them
+  treats a direction that barely changes the model like the dominant one.
+
+Measured on the synthetic espeak-ng corpus (``benchmarks/bench_ivector.py``, table in
+``benchmarks/ivector.md``; 40 pseudo-speakers, ~320 utterances, 17 min, corpus seeds 0-2 English
+and 0 English+Turkish), 64 components, R = 100: plain MFCC i-vectors identify speakers (pairwise EER
+0.17-0.19; 0.04-0.06 at R = 20) but k = 2 clusters match gender only at 0.50-0.58: the split follows
+the espeak variant family (the plain m1-m6 / f1 variants vs those with heavily reshaped formants and
+tone), while genders differ mainly in F0 (per-speaker median 76-130 Hz male, 149-305 Hz female), which
+13 CMN-ed MFCCs barely carry. Supervector coordinates alone: EER 0.04-0.05, purity 0.59-0.81; with the
+log-F0 stream at weight 4: purity 0.997-1.00, EER 0.05-0.07. No per-utterance CMN (corpus CMN is the
+same for a diagonal GMM, which is shift-invariant) or fewer dimensions did not fix the gender split.
 In the unit tests, on numpy source-filter "speakers" whose genders differ in F0 and formant scale,
-k = 2 clusters match gender (>= 0.8 asserted) and the EER is below 0.35.
+plain k = 2 clusters match gender (>= 0.8 asserted) and the EER is below 0.35.
 """
 
 from __future__ import annotations
@@ -52,10 +69,19 @@ class DiagGMM(NamedTuple):
 
 
 class IVectorExtractor(NamedTuple):
-    """A trained i-vector extractor: the UBM and the total-variability matrix ``T`` ``(C, F, R)``."""
+    """A trained i-vector extractor: the UBM, the total-variability matrix ``T`` ``(C, F, R)`` and the
+    per-dimension precision scale ``(F,)`` of the ``T`` model (stream weights; ``None`` = all ones)."""
 
     ubm: DiagGMM
     T: jax.Array
+    precision_scale: jax.Array | None = None
+
+    @property
+    def model_variances(self) -> jax.Array:
+        """``Sigma_c`` as the ``T`` model sees it: the UBM variances divided by the precision scale."""
+        if self.precision_scale is None:
+            return self.ubm.variances
+        return self.ubm.variances / self.precision_scale[None, :]
 
 
 class LengthNorm(NamedTuple):
@@ -240,17 +266,75 @@ def train_ubm(
     return gmm, history
 
 
+@jax.jit
+def _aux_stats(gmm: DiagGMM, xs: jax.Array, aux: jax.Array, ws: jax.Array) -> tuple[jax.Array, ...]:
+    """Occupancies and first/second-order sums of ``aux`` under the posteriors of ``gmm`` on ``xs``."""
+    C, A = gmm.means.shape[0], aux.shape[-1]
+
+    def step(carry, inp):
+        n, f1, f2 = carry
+        x, a, w = inp
+        post = gmm_posteriors(gmm, x)[0] * w[:, None]
+        return (n + post.sum(0), f1 + jnp.einsum("tc,ta->ca", post, a, precision=_HI),
+                f2 + jnp.einsum("tc,ta->ca", post, a * a, precision=_HI)), None
+
+    init = (jnp.zeros(C), jnp.zeros((C, A)), jnp.zeros((C, A)))
+    out, _ = jax.lax.scan(step, init, (xs, aux, ws))
+    return out
+
+
+def extend_gmm(gmm: DiagGMM, frames: np.ndarray, *, var_floor: float = 0.01, chunk: int = 4096) -> DiagGMM:
+    """Append auxiliary dimensions to a trained GMM without changing its frame alignment.
+
+    ``frames`` ``(num_frames, D + A)``: the GMM's own ``D`` dimensions first, then ``A`` auxiliary ones
+    (e.g. a log-F0 stream). The auxiliary means and variances (floored at ``var_floor`` x their global
+    variance) come from one M-step under the posteriors of ``gmm`` on the first ``D`` dimensions, so the
+    returned ``(D + A)``-dim GMM used with ``align_dims=D`` (:func:`collect_stats`) aligns frames exactly
+    as ``gmm`` does and only adds the auxiliary dimensions to the statistics: a speaker's offset in them
+    shows up as a mean shift within components (which the i-vector models), not as a change of which
+    components are occupied (which it does not).
+    """
+    frames = _check_frames(frames, "extend_gmm")
+    C, D = gmm.means.shape
+    if frames.shape[1] <= D:
+        raise ValueError(f"extend_gmm: frames have {frames.shape[1]} dims, need more than the GMM's {D}")
+    xs, ws = _chunked(frames[:, :D], None, chunk)
+    aux, _ = _chunked(frames[:, D:], None, chunk)
+    n, f1, f2 = (np.asarray(a, np.float64) for a in _aux_stats(gmm, xs, aux, ws))
+    safe = np.maximum(n, 1e-3)[:, None]
+    gvar = frames[:, D:].astype(np.float64).var(0)
+    mean = f1 / safe
+    var = np.maximum(f2 / safe - mean**2, np.maximum(var_floor * gvar, 1e-8))
+    # A component that no frame reaches gets the global statistics of the auxiliary stream.
+    dead = n < 1e-3
+    mean[dead], var[dead] = frames[:, D:].mean(0), np.maximum(gvar, 1e-8)
+    return DiagGMM(gmm.weights, jnp.concatenate([gmm.means, jnp.asarray(mean, jnp.float32)], 1),
+                   jnp.concatenate([gmm.variances, jnp.asarray(var, jnp.float32)], 1))
+
+
 # ---------------------------------------------------------------------------------- Baum-Welch stats
 
 
-@jax.jit
-def baum_welch_stats(gmm: DiagGMM, feats: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _align_part(gmm: DiagGMM, align_dims: int | None) -> DiagGMM:
+    """The GMM restricted to its first ``align_dims`` dimensions (the ones that set the frame posteriors)."""
+    if align_dims is None:
+        return gmm
+    return DiagGMM(gmm.weights, gmm.means[:, :align_dims], gmm.variances[:, :align_dims])
+
+
+@functools.partial(jax.jit, static_argnames=("align_dims",))
+def baum_welch_stats(
+    gmm: DiagGMM, feats: jax.Array, lengths: jax.Array, align_dims: int | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Zeroth- and centred first-order statistics of a padded batch.
 
     ``feats`` ``(B, T, F)``, ``lengths`` ``(B,)`` frame counts -> ``N`` ``(B, C)`` and
-    ``F~`` ``(B, C, F)`` with ``F~_c = sum_t g_tc (x_t - mu_c)`` over valid frames only.
+    ``F~`` ``(B, C, F)`` with ``F~_c = sum_t g_tc (x_t - mu_c)`` over valid frames only. With
+    ``align_dims`` the posteriors ``g_tc`` come from the first ``align_dims`` dimensions only (see
+    :func:`extend_gmm`); the statistics cover all ``F``.
     """
-    post, _ = gmm_posteriors(gmm, feats)
+    align = _align_part(gmm, align_dims)
+    post, _ = gmm_posteriors(align, feats[..., : align.means.shape[1]])
     valid = (jnp.arange(feats.shape[1])[None, :] < lengths[:, None]).astype(feats.dtype)
     post = post * valid[..., None]
     n = post.sum(1)
@@ -266,13 +350,15 @@ def _padded_length(t: int, bucket: int) -> int:
 
 
 def collect_stats(
-    gmm: DiagGMM, utterances: Sequence[np.ndarray], *, batch_size: int = 32, bucket: int = 64
+    gmm: DiagGMM, utterances: Sequence[np.ndarray], *, batch_size: int = 32, bucket: int = 64,
+    align_dims: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Baum-Welch statistics for a list of ``(T_u, F)`` feature matrices -> ``N (U, C)``, ``F~ (U, C, F)``.
 
     Utterances are sorted by length and padded (to multiples of ``bucket`` frames, coarser for long
     utterances: at most four padded lengths per octave) in batches of ``batch_size``; a short Python loop
-    over batches, the kernel compiles once per padded length.
+    over batches, the kernel compiles once per padded length. ``align_dims``: frame posteriors from the
+    first ``align_dims`` dimensions only (:func:`extend_gmm`).
     """
     if len(utterances) == 0:
         raise ValueError("collect_stats: no utterances")
@@ -293,7 +379,7 @@ def collect_stats(
         for j, u in enumerate(idx):
             x[j, : lens[u]] = utterances[u]
             ln[j] = lens[u]
-        n, f = baum_welch_stats(gmm, jnp.asarray(x), jnp.asarray(ln))
+        n, f = baum_welch_stats(gmm, jnp.asarray(x), jnp.asarray(ln), align_dims)
         N_all[idx] = np.asarray(n)[: len(idx)]
         F_all[idx] = np.asarray(f)[: len(idx)]
     return N_all, F_all
@@ -371,11 +457,14 @@ def train_ivector_extractor(
     init_scale: float = 0.1,
     min_div: bool = True,
     batch: int = 256,
+    precision_scale: np.ndarray | None = None,
 ) -> IVectorExtractor:
     """Train the total-variability matrix by EM from centred statistics ``N (U, C)``, ``F~ (U, C, F)``.
 
     ``T`` starts as ``init_scale * sqrt(Sigma_c) * N(0, 1)``; utterances are processed in fixed-size
-    batches of ``batch`` inside one compiled scan per iteration.
+    batches of ``batch`` inside one compiled scan per iteration. ``precision_scale`` ``(F,)`` (positive)
+    multiplies the UBM precisions in the ``T`` model: a stream weight, as in multi-stream HMMs, e.g. > 1 on
+    a one-dimensional log-F0 stream that would otherwise weigh 1/40 of the MFCC frame.
     """
     N = np.asarray(N, np.float32)
     F = np.asarray(F, np.float32)
@@ -385,13 +474,20 @@ def train_ivector_extractor(
                          f"with {C} components of dim {D}")
     if not (np.isfinite(N).all() and np.isfinite(F).all()):
         raise ValueError("train_ivector_extractor: statistics contain NaN or inf")
+    scale = None
+    if precision_scale is not None:
+        scale = np.asarray(precision_scale, np.float32)
+        if scale.shape != (D,) or not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError(f"train_ivector_extractor: precision_scale must be ({D},), finite and positive")
+        scale = jnp.asarray(scale)
+    model = IVectorExtractor(ubm, jnp.zeros((C, D, ivector_dim), jnp.float32), scale)
     rng = np.random.default_rng(seed)
-    T0 = init_scale * np.sqrt(np.asarray(ubm.variances))[..., None] * rng.standard_normal((C, D, ivector_dim))
+    T0 = init_scale * np.sqrt(np.asarray(model.model_variances))[..., None] * rng.standard_normal((C, D, ivector_dim))
     T = jnp.asarray(T0, jnp.float32)
     ns, fs, ms = _batch_utts(N, F, batch)
     for _ in range(num_iters):
-        T = _tv_em_step(T, ubm.variances, ns, fs, ms, min_div)
-    return IVectorExtractor(ubm, T)
+        T = _tv_em_step(T, model.model_variances, ns, fs, ms, min_div)
+    return model._replace(T=T)
 
 
 @jax.jit
@@ -408,8 +504,34 @@ def extract_ivectors(extractor: IVectorExtractor, N: np.ndarray, F: np.ndarray, 
     if N.shape != (U, C) or F.shape != (U, C, D):
         raise ValueError(f"extract_ivectors: stats shapes N {N.shape}, F {F.shape} do not fit T {extractor.T.shape}")
     ns, fs, _ = _batch_utts(N, F, batch)
-    w = _extract(extractor.T, extractor.ubm.variances, ns, fs)
+    w = _extract(extractor.T, extractor.model_variances, ns, fs)
     return np.asarray(w.reshape(-1, w.shape[-1])[:U])
+
+
+def supervector_metric(extractor: IVectorExtractor) -> np.ndarray:
+    """``M = sum_c w_c T_c' Sigma_c^-1 T_c`` ``(R, R)`` (UBM weights ``w_c``, the ``T`` model's variances).
+
+    For two utterances, ``(w_a - w_b)' M (w_a - w_b) / 2`` is the bound on the KL divergence between the
+    GMMs with means ``m + T w_a`` and ``m + T w_b`` that underlies the GMM-supervector kernel (Campbell,
+    Sturim & Reynolds 2006): how much the two i-vectors change the model, in the UBM's own units.
+    """
+    T = np.asarray(extractor.T, np.float64)
+    prec = 1.0 / np.asarray(extractor.model_variances, np.float64)
+    return np.einsum("c,cfr,cf,cfs->rs", np.asarray(extractor.ubm.weights, np.float64), T, prec, T)
+
+
+def supervector_coordinates(extractor: IVectorExtractor, ivectors: np.ndarray | jax.Array) -> np.ndarray:
+    """i-vectors mapped by ``M^(1/2)`` (:func:`supervector_metric`): Euclidean geometry = supervector geometry.
+
+    Why: the i-vector prior is ``N(0, I)`` (and the minimum-divergence step enforces it), so the i-vectors
+    of a trained extractor are close to isotropic: a direction that barely moves the supervector (one
+    voice-quality detail) has the same spread as the direction that moves it most. k-means on plain
+    i-vectors therefore picks whichever split is most clustered, not the largest acoustic difference. In
+    these coordinates each direction is scaled by how much it changes the GMM (a linear map, no labels).
+    """
+    ev, U = np.linalg.eigh(supervector_metric(extractor))
+    root = (U * np.sqrt(np.maximum(ev, 0.0))) @ U.T
+    return (np.asarray(ivectors, np.float64) @ root).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------ length normalisation
@@ -477,12 +599,38 @@ def ivector_pipeline(
     seed: int = 0,
     var_floor: float = 0.01,
     whiten: bool = False,
+    align_dims: int | None = None,
+    aux_weight: float = 1.0,
+    space: str = "ivector",
 ) -> tuple[np.ndarray, IVectorExtractor]:
     """Train a UBM and ``T`` on ``utterances`` (list of ``(T_u, F)`` features) and return their
-    length-normalised i-vectors ``(U, R)`` with the extractor."""
+    length-normalised i-vectors ``(U, R)`` with the extractor.
+
+    Defaults are the plain method (UBM and statistics on all ``F`` dims, i-vectors as they are).
+    ``align_dims``: the UBM is trained on the first ``align_dims`` dims only and sets the frame alignment;
+    the remaining dims are an auxiliary stream added by :func:`extend_gmm` to the statistics, weighted by
+    ``aux_weight`` (its precision scale in the ``T`` model). ``space``: ``"ivector"`` (posterior means)
+    or ``"supervector"`` (:func:`supervector_coordinates`), mapped before the length normalisation.
+    """
+    if space not in ("ivector", "supervector"):
+        raise ValueError(f"ivector_pipeline: space must be 'ivector' or 'supervector', got {space!r}")
+    if not aux_weight > 0:
+        raise ValueError(f"ivector_pipeline: aux_weight must be positive, got {aux_weight}")
     frames = np.concatenate([np.asarray(u, np.float32) for u in utterances], axis=0)
-    ubm, _ = train_ubm(frames, num_components, num_iters=ubm_iters, seed=seed, var_floor=var_floor)
-    N, F = collect_stats(ubm, utterances)
-    extractor = train_ivector_extractor(ubm, N, F, ivector_dim, num_iters=tv_iters, seed=seed + 1)
+    F_dim = frames.shape[1]
+    if align_dims is not None and not 0 < align_dims < F_dim:
+        raise ValueError(f"ivector_pipeline: align_dims must be in [1, {F_dim}), got {align_dims}")
+    train = frames if align_dims is None else frames[:, :align_dims]
+    ubm, _ = train_ubm(train, num_components, num_iters=ubm_iters, seed=seed, var_floor=var_floor)
+    scale = None
+    if align_dims is not None:
+        ubm = extend_gmm(ubm, frames, var_floor=var_floor)
+        scale = np.ones(F_dim, np.float32)
+        scale[align_dims:] = aux_weight
+    N, F = collect_stats(ubm, utterances, align_dims=align_dims)
+    extractor = train_ivector_extractor(ubm, N, F, ivector_dim, num_iters=tv_iters, seed=seed + 1,
+                                        precision_scale=scale)
     ivecs = extract_ivectors(extractor, N, F)
+    if space == "supervector":
+        ivecs = supervector_coordinates(extractor, ivecs)
     return length_normalize(ivecs, whiten=whiten), extractor

@@ -86,6 +86,10 @@ class ScanOptions:
     num_speaker_clusters: int = 2
     ivector_components: int = 64
     ivector_dim: int = 100
+    # Paper defaults (MFCC-only i-vectors); on the espeak corpus pass 4.0 / "supervector" so that the
+    # i-vector groups follow gender (see jaxneurons.pipeline.labels.ivector_clusters).
+    ivector_pitch_weight: float = 0.0
+    ivector_space: str = "ivector"
     ssl_max_utterances: int = 200
     aape_top_rate: float = 0.01
     aape_filter_rate: float = 0.95
@@ -263,12 +267,14 @@ def _plan_speaker(model: nnx.Module, utts: Sequence[Utterance], all_audio: Calla
     from jaxneurons.scoring.speaker import cluster_purity, kmeans
     from jaxneurons.train.targets import layer_features
 
-    key = (options.num_speaker_clusters, options.ivector_components, options.ivector_dim)
+    key = (options.num_speaker_clusters, options.ivector_components, options.ivector_dim,
+           options.ivector_pitch_weight, options.ivector_space)
     if decoded is not None and key in decoded.speaker_groups:
         groups = decoded.speaker_groups[key]
     else:
         groups, _ = ivector_clusters(all_audio(), options.num_speaker_clusters,
-                                     num_components=options.ivector_components, ivector_dim=options.ivector_dim)
+                                     num_components=options.ivector_components, ivector_dim=options.ivector_dim,
+                                     pitch_weight=options.ivector_pitch_weight, space=options.ivector_space)
         if decoded is not None:
             decoded.speaker_groups[key] = groups
             decoded.ivector_runs += 1
