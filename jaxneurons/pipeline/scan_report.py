@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxneurons.pipeline.labels import GENDERS
 from jaxneurons.pipeline.scan import ScanPlan, neuron_sets, per_layer_counts
 from jaxneurons.report import Report, layer_profile
 from jaxneurons.results import ResultsDir
@@ -69,5 +70,15 @@ def write_scan_results(
     clustering = {p: r["clustering"] for p, r in scored.items() if "clustering" in r}
     if clustering:
         summary["clustering"] = clustering
-        report.text(f"Speaker clustering: {clustering}")
+        for prop, c in clustering.items():
+            pur = c.get("ivector_clusters_vs_gender")
+            if pur is None:
+                report.text(f"{prop}: i-vector clusters (no gender labels to compare); SSL clusters of layer "
+                            f"{c['ssl_layer']}.")
+                continue
+            rows = [[f"i-vector cluster {k}", v["size"], GENDERS[v["majority"]], f"{v['fraction']:.3f}"]
+                    for k, v in sorted(pur["clusters"].items())]
+            report.table(["cluster", "utterances", "majority gender", "majority share"], rows,
+                         caption=f"{prop}: i-vector clusters vs gender (purity {pur['purity']:.3f}, chance about "
+                                 f"0.5); SSL clusters from layer {c['ssl_layer']}")
     return summary, report
