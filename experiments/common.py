@@ -527,6 +527,21 @@ def pruning_curves(model: Any, utts: Sequence, evaluate: EvaluateFn, identify: C
     return out
 
 
+def protected_pruning_run(model: Any, utts: Sequence, options: Any, protect: Sequence[str], scored: Mapping,
+                          kit: ProbeKit, workdir: str, *, decoded: Any = None, phones: bool = True) -> dict[str, Any]:
+    """The launchers' pruning step: :func:`pruning_curves` with ``protect``'s neurons re-identified by
+    :class:`ScanIdentify`, probes retrained on each pruned model and the unpruned model's probes frozen as a
+    reference (``phones=False``: speaker ID only), from the ``--densities``/iterative flags."""
+    identify = ScanIdentify(utts, options, list(protect), decoded=decoded, base_model=model,
+                            base_mask=union_mask(scored, protect))
+    kit.freeze_reference(model, phones=phones)
+    curves = pruning_curves(model, utts, lambda m, mask: kit.retrained_metrics(m, mask, phones=phones), identify,
+                            PruneSettings.from_flags(), workdir, decoded=decoded,
+                            log=lambda s: print(s, file=sys.stderr, flush=True))
+    curves["identify_scans"] = {"count": identify.calls, "seconds": round(identify.seconds, 1)}
+    return curves
+
+
 def _fmt(metrics: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
 

@@ -198,14 +198,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.pruning:
         print("[3/3] pruning: L1 vs protected, one-shot and iterative", file=sys.stderr, flush=True)
         protect = [p for p in FLAGS.protect if p in scored]
-        identify = common.ScanIdentify(utts, options, protect, decoded=decoded, base_model=model,
-                                       base_mask=common.union_mask(scored, protect))
-        kit.freeze_reference(model)
-        curves = common.pruning_curves(
-            model, utts, lambda m, mask: kit.retrained_metrics(m, mask), identify,
-            common.PruneSettings.from_flags(), setup.workdir, decoded=decoded,
-            log=lambda s: print(s, file=sys.stderr, flush=True))
-        curves["identify_scans"] = {"count": identify.calls, "seconds": round(identify.seconds, 1)}
+        curves = common.protected_pruning_run(model, utts, options, protect, scored, kit, setup.workdir,
+                                              decoded=decoded)
     with ResultsDir(FLAGS.out, "property_neurons", flags=common.launcher_flags()) as res:
         res.run["data_issues"] = issues.as_dict()
         res.run["options"] = dataclasses.asdict(options)

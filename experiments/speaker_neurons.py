@@ -153,14 +153,8 @@ def main(argv: list[str]) -> None:
     curves = None
     if FLAGS.pruning:
         print("[3/3] pruning: L1 vs protected speaker neurons, one-shot and iterative", file=sys.stderr, flush=True)
-        identify = common.ScanIdentify(utts, options, ["speaker"], decoded=decoded, base_model=model,
-                                       base_mask=common.union_mask(scored, ["speaker"]))
-        kit.freeze_reference(model, phones=False)
-        curves = common.pruning_curves(
-            model, utts, lambda m, mask: kit.retrained_metrics(m, mask, phones=False), identify,
-            common.PruneSettings.from_flags(), setup.workdir, decoded=decoded,
-            log=lambda s: print(s, file=sys.stderr, flush=True))
-        curves["identify_scans"] = {"count": identify.calls, "seconds": round(identify.seconds, 1)}
+        curves = common.protected_pruning_run(model, utts, options, ["speaker"], scored, kit, setup.workdir,
+                                              decoded=decoded, phones=False)
     with ResultsDir(FLAGS.out, "speaker_neurons", flags=common.launcher_flags()) as res:
         res.run["data_issues"] = issues.as_dict()
         res.run["options"] = dataclasses.asdict(options)
