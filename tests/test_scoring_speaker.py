@@ -42,6 +42,22 @@ def test_kmeans_recovers_blobs_and_is_seeded():
         kmeans(np.full((5, 2), np.nan), 2)
 
 
+def test_kmeans_restarts_keep_the_lowest_inertia():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 4)).astype(np.float32)  # no clear clusters: starts disagree
+
+    def inertia(c, lab):
+        return float(((x - c[lab]) ** 2).sum())
+
+    singles = [kmeans(x, 5, iters=5, seed=s) for s in range(7, 11)]
+    c, lab = kmeans(x, 5, iters=5, seed=7, n_init=4)
+    assert inertia(c, lab) == pytest.approx(min(inertia(*r) for r in singles))
+    one = kmeans(x, 5, iters=5, seed=7, n_init=1)
+    np.testing.assert_array_equal(one[1], singles[0][1])
+    with pytest.raises(ValueError, match="n_init"):
+        kmeans(x, 5, n_init=0)
+
+
 def test_kmeans_matches_numpy_lloyd_from_same_init():
     """One Lloyd run in JAX equals a NumPy Lloyd run started from the JAX k-means++ centres (iters=0)."""
     rng = np.random.default_rng(3)

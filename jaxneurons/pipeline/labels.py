@@ -184,21 +184,6 @@ def log_f0_stream(
     return out
 
 
-def kmeans_best_of(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10) -> np.ndarray:
-    """k-means labels ``(N,)``: the lowest-inertia run of ``n_init`` seeded k-means++ starts (one start
-    often lands in a poor local optimum on a few hundred i-vectors)."""
-    from jaxneurons.scoring.speaker import kmeans
-
-    x = np.asarray(x, np.float32)
-    best, best_inertia = None, np.inf
-    for s in range(seed, seed + max(1, n_init)):
-        centres, labels = kmeans(x, k, seed=s)
-        inertia = float(((x - centres[labels]) ** 2).sum())
-        if inertia < best_inertia:
-            best, best_inertia = labels, inertia
-    return np.asarray(best, np.int32)
-
-
 def ivector_clusters(
     audio: Sequence[np.ndarray], num_clusters: int = 2, *, num_components: int = 64, ivector_dim: int = 100,
     seed: int = 0, pitch_weight: float = 0.0, space: str = "ivector", n_init: int = 10,
@@ -224,9 +209,9 @@ def ivector_clusters(
       k-means weighs each direction by how much it changes the model instead of treating the isotropic
       i-vector space as flat; ``"ivector"`` is the published plain i-vector.
 
-    k-means keeps the best of ``n_init`` seeded starts (:func:`kmeans_best_of`; ``n_init=1`` is a single
-    start). The two options were tuned on synthetic speech only; on real speech (the study's LibriSpeech
-    purities) they are unmeasured here, which is why they are not the default.
+    k-means keeps the best of ``n_init`` seeded starts (:func:`jaxneurons.scoring.speaker.kmeans`;
+    ``n_init=1`` is a single start). The two options were tuned on synthetic speech only; on real speech
+    (the study's LibriSpeech purities) they are unmeasured here, which is why they are not the default.
     """
     feats, align_dims = ivector_input(audio, pitch=pitch_weight > 0)
     return ivector_clusters_of_features(feats, align_dims, num_clusters, num_components=num_components,
@@ -253,10 +238,12 @@ def ivector_clusters_of_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`ivector_clusters` on frames from :func:`ivector_input`; ``pitch_weight`` 0 drops the stream."""
     from jaxneurons.features.ivector import ivector_pipeline
+    from jaxneurons.scoring.speaker import kmeans
 
     if align_dims is not None and pitch_weight <= 0:
         feats, align_dims = [f[:, :align_dims] for f in feats], None
     ivecs, _ = ivector_pipeline(feats, num_components=num_components, ivector_dim=ivector_dim, seed=seed,
                                 align_dims=align_dims, aux_weight=pitch_weight if align_dims else 1.0,
                                 space=space)
-    return kmeans_best_of(ivecs, num_clusters, seed=seed, n_init=n_init), np.asarray(ivecs)
+    _, labels = kmeans(np.asarray(ivecs), num_clusters, seed=seed, n_init=n_init)
+    return labels, np.asarray(ivecs)

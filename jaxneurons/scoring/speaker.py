@@ -85,11 +85,13 @@ def _kmeans(x: jax.Array, key: jax.Array, k: int, iters: int) -> tuple[jax.Array
     return c, jnp.argmin(_sqdist(x, c), axis=1)
 
 
-def kmeans(x: np.ndarray, k: int, *, iters: int = 100, seed: int = 0,
-           max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(x: np.ndarray, k: int, *, iters: int = 100, seed: int = 0, max_points: int | None = None,
+           n_init: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """k-means (k-means++ init, ``iters`` Lloyd steps, seeded) -> (centroids (k, F), labels (N,)).
 
     ``max_points``: fit on a seeded random subsample of the rows (frames), then assign every row.
+    ``n_init``: seeded restarts (seeds ``seed .. seed + n_init - 1``), the lowest inertia over all rows wins
+    (one start often lands in a poor local optimum on a few hundred i-vectors).
     Default k for SSL frame clusters is 3 and for i-vector clusters 2 (arXiv 2506.21712); pass it.
     """
     x = np.asarray(x, np.float32)
@@ -97,10 +99,19 @@ def kmeans(x: np.ndarray, k: int, *, iters: int = 100, seed: int = 0,
         raise ValueError(f"kmeans needs (N >= k, F) data and k >= 1; got shape {x.shape}, k={k}")
     if not np.isfinite(x).all():
         raise ValueError("kmeans: data contains NaN or inf")
-    rng = np.random.default_rng(seed)
-    fit = x if max_points is None or max_points >= len(x) else x[rng.choice(len(x), max_points, replace=False)]
-    c, _ = _kmeans(jnp.asarray(fit), jax.random.PRNGKey(seed), k, iters)
-    return np.asarray(c), kmeans_assign(x, np.asarray(c))
+    if n_init < 1:
+        raise ValueError(f"kmeans: n_init must be >= 1, got {n_init}")
+    best, best_inertia = None, np.inf
+    for s in range(seed, seed + n_init):
+        rng = np.random.default_rng(s)
+        fit = x if max_points is None or max_points >= len(x) else x[rng.choice(len(x), max_points, replace=False)]
+        c, _ = _kmeans(jnp.asarray(fit), jax.random.PRNGKey(s), k, iters)
+        c = np.asarray(c)
+        labels = kmeans_assign(x, c)
+        inertia = float(((x - c[labels]) ** 2).sum())
+        if best is None or inertia < best_inertia:
+            best, best_inertia = (c, labels), inertia
+    return best
 
 
 def kmeans_assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
