@@ -78,29 +78,21 @@ def plot_training_curve(model_dir: str, path: str, window: int) -> str:
     """Running means of loss and masked accuracy over the model's metrics.jsonl, one line per iteration."""
     import json
 
-    import matplotlib.pyplot as plt
+    from jaxneurons.report import training_curve
 
     with open(os.path.join(model_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    panels: dict[str, dict] = {"masked-frame cross-entropy (nats)": {}, "masked-frame accuracy": {}}
     offset = 0
     for it in sorted({r.get("iteration", 1) for r in rows}):
         part = [r for r in rows if r.get("iteration", 1) == it]
         steps = np.array([r["step"] for r in part]) + offset
-        for ax, key in zip(axes, ("loss", "masked_accuracy"), strict=True):
+        for panel, key in zip(panels.values(), ("loss", "masked_accuracy"), strict=True):
             v = np.convolve([r[key] for r in part], np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], v, label=f"iteration {it}")
+            panel[f"iteration {it}"] = (steps[window - 1:], v)
         offset = int(steps[-1])
-    for ax, name in zip(axes, ("masked-frame cross-entropy (nats)", "masked-frame accuracy"), strict=True):
-        ax.set_xlabel("optimizer step (both iterations)")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"training curve ({window}-step running mean)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return training_curve(path, panels, f"training curve ({window}-step running mean)",
+                          xlabel="optimizer step (both iterations)")
 
 
 def main(_: list[str]) -> None:

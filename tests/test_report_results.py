@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxneurons.report import Report, heatmap, layer_profile
+from jaxneurons.report import Report, heatmap, layer_profile, training_curve
 from jaxneurons.results import ResultsDir, load_array, load_results
 
 
@@ -30,13 +30,17 @@ def test_results_dir_is_atomic(tmp_path):
 def test_report_markdown_and_html(tmp_path):
     fig1 = layer_profile(str(tmp_path / "p.png"), {"gender": [3, 1, 2]}, "Gender neurons per layer")
     fig2 = heatmap(str(tmp_path / "h.png"), np.eye(2), ["a", "b"], ["a", "b"], "IoU", "IoU")
+    fig3 = training_curve(str(tmp_path / "t.png"), {"loss": {"iteration 1": ([1, 2], [3.0, 2.5]),
+                                                             "iteration 2": ([3, 4], [4.0, 2.0])},
+                                                    "accuracy": {"iteration 1": ([1, 2], [0.1, 0.2])}}, "curve")
     report = Report("Scan")
     report.heading("Neurons")
     report.table(["layer", "gender"], [[1, 3], [2, 1.5]], caption="counts")
     report.figure(fig1, "profile")
     report.figure(fig2, "overlap")
+    report.figure(fig3, "training")
     report.write(str(tmp_path))
     md_text = (tmp_path / "report.md").read_text()
     assert "| layer | gender |" in md_text and "![profile](p.png)" in md_text
     html_text = (tmp_path / "report.html").read_text()
-    assert html_text.count("data:image/png;base64,") == 2 and "<td>1.5</td>" in html_text
+    assert html_text.count("data:image/png;base64,") == 3 and "<td>1.5</td>" in html_text

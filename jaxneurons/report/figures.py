@@ -113,13 +113,22 @@ def grouped_bars(
     return _save(fig, path)
 
 
-def training_curve(path: str, steps: Sequence[int], values: Mapping[str, Sequence[float]], title: str) -> str:
-    fig, axes = plt.subplots(1, len(values), figsize=(5 * len(values), 3.5))
+def training_curve(
+    path: str,
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    title: str,
+    xlabel: str = "training step",
+) -> str:
+    """One panel per metric (its y label), one line per series (legend) with its own x values, e.g. the
+    iterations of a pre-training run."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
     axes = np.atleast_1d(axes)
-    for ax, (name, v) in zip(axes, values.items(), strict=True):
-        ax.plot(steps, v)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(name)
+    for ax, (ylabel, series) in zip(axes, panels.items(), strict=True):
+        for name, (x, y) in series.items():
+            ax.plot(x, y, label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+        ax.legend()
     fig.suptitle(title)
     return _save(fig, path)
