@@ -128,7 +128,12 @@ def run(argv: list[str] | None = None) -> None:
         if report["dropped_head_weights"]:
             print(f"dropped head weights: {', '.join(report['dropped_head_weights'])}")
 
-    app.run(main, argv=argv or sys.argv)
+    from jaxneurons.config_flags import register_as_key_flags
+
+    argv = list(argv or sys.argv)
+    sys.argv[0] = argv[0] = "jaxneurons-convert"  # absl's --help lists the key flags of the module named sys.argv[0]
+    register_as_key_flags([__name__])
+    app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

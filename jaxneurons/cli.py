@@ -32,8 +32,13 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(2)
     from absl import app
 
+    from jaxneurons.config_flags import register_as_key_flags
+
     module = importlib.import_module(COMMANDS[argv[1]][0])
-    app.run(module.main, argv=[f"jaxneurons {argv[1]}", *argv[2:]])
+    program = f"jaxneurons {argv[1]}"
+    sys.argv[0] = program  # absl's --help lists the key flags of the module named sys.argv[0]
+    register_as_key_flags([module.__name__, *getattr(module, "FLAG_MODULES", ())])
+    app.run(module.main, argv=[program, *argv[2:]])
 
 
 if __name__ == "__main__":
