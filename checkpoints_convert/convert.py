@@ -29,7 +29,7 @@ from checkpoints_convert.hf_weights import (
     to_nnx_layout,
 )
 from jaxneurons.models.checkpoint import save_model
-from jaxneurons.models.config import ConfigError, SpeechConfig, load_hf_config
+from jaxneurons.models.config import SpeechConfig, load_hf_config
 from jaxneurons.models.registry import abstract_model
 
 
@@ -117,10 +117,7 @@ def run(argv: list[str] | None = None) -> None:
     flags.mark_flags_as_required(["source", "out"])
 
     def main(_: list[str]) -> None:
-        try:
-            report = convert(flags.FLAGS.source, flags.FLAGS.out)
-        except (CheckpointError, ConfigError) as e:
-            sys.exit(f"error: {e}")
+        report = convert(flags.FLAGS.source, flags.FLAGS.out)
         print(
             f"converted {report['family']} ({report['num_parameters']:,} parameters, {report['num_tensors']} tensors)"
             f" -> {flags.FLAGS.out}"
@@ -129,11 +126,12 @@ def run(argv: list[str] | None = None) -> None:
             print(f"dropped head weights: {', '.join(report['dropped_head_weights'])}")
 
     from jaxneurons.config_flags import register_as_key_flags
+    from jaxneurons.errors import user_errors
 
     argv = list(argv or sys.argv)
     sys.argv[0] = argv[0] = "jaxneurons-convert"  # absl's --help lists the key flags of the module named sys.argv[0]
     register_as_key_flags([__name__])
-    app.run(main, argv=argv)
+    app.run(user_errors(main), argv=argv)  # bad input: one line, exit 1
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def test_stereo_is_downmixed_and_logged(tmp_path, caplog):
     left, right = _tone(4000), np.zeros(4000, np.float32)
     sf.write(p, np.stack([left, right], 1), 16000, subtype="FLOAT")
     issues = DataIssues()
-    with caplog.at_level(logging.INFO, logger="jaxneurons.data.audio"):
+    with caplog.at_level(logging.DEBUG, logger="jaxneurons.data.audio"):
         y = load_audio(p, issues=issues)
     np.testing.assert_allclose(y, left / 2, atol=1e-7)
     assert issues.counts["downmixed"] == 1 and "downmixed" in caplog.text
@@ -43,7 +43,7 @@ def test_other_rate_is_resampled_with_warning(tmp_path, caplog):
     x = _tone(22050, sr=22050)
     sf.write(p, x, 22050, subtype="FLOAT")
     issues = DataIssues()
-    with caplog.at_level(logging.WARNING, logger="jaxneurons.data.audio"):
+    with caplog.at_level(logging.DEBUG, logger="jaxneurons.data.audio"):
         y = load_audio(p, 16000, issues=issues)
     assert y.shape == (16000,) and audio_info(p, 16000)[0] == 16000
     np.testing.assert_allclose(y, resample_poly(x.astype(np.float64), 320, 441), atol=1e-6)
@@ -64,13 +64,37 @@ def test_clipped_is_loaded_and_counted(tmp_path, caplog):
     p = str(tmp_path / "c.wav")
     x = _tone(4000, amp=1.5).clip(-1, 1)
     sf.write(p, x, 16000, subtype="PCM_16")
+    with caplog.at_level(logging.WARNING, logger="jaxneurons.data.audio"):
+        y = load_audio(p)  # a single call, nobody aggregates: a warning
+    assert y.shape == (4000,) and "clipped samples" in caplog.text
+    n_clip = int((np.abs(y) >= 32767 / 32768).sum())
+    caplog.clear()
     issues = DataIssues()
     with caplog.at_level(logging.WARNING, logger="jaxneurons.data.audio"):
-        y = load_audio(p, issues=issues)
-    assert y.shape == (4000,)
-    assert issues.counts["clipped"] == 1 and "clipped samples" in caplog.text
-    n_clip = int((np.abs(y) >= 32767 / 32768).sum())
+        load_audio(p, issues=issues)
+    assert issues.counts["clipped"] == 1 and not caplog.text  # with a collector: counted, detail at DEBUG
     assert n_clip > 100 and str(n_clip) in issues.examples["clipped"][0]
+
+
+def test_data_decisions_are_aggregated_one_line_per_kind(tmp_path, caplog):
+    """A corpus where every file has full-scale samples logs one line per kind, not one per file."""
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"c{i}.wav"))
+        sf.write(paths[-1], _tone(2000, amp=1.5).clip(-1, 1), 16000 if i else 8000, subtype="PCM_16")
+    issues = DataIssues(max_examples=2)
+    with caplog.at_level(logging.DEBUG, logger="jaxneurons.data.audio"):
+        for p in paths:
+            load_audio(p, issues=issues)
+    assert sum("clipped samples" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records) == 6
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="jaxneurons.data.audio"):
+        issues.log_summary()
+    assert [r.getMessage().split(" file(s)")[0] for r in caplog.records] == ["data: clipped: 6", "data: resampled: 1"]
+    record = issues.as_dict()
+    assert record["counts"] == {"clipped": 6, "resampled": 1}
+    assert len(record["examples"]["clipped"]) == 2 and len(record["files"]["clipped"]) == 6  # every file kept
+    assert [e.split(":")[0] for e in record["files"]["clipped"]] == paths
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

@@ -9,9 +9,16 @@ import pytest
 import soundfile as sf
 
 from jaxneurons.data import phones
-from jaxneurons.data.audio import DataIssues
+from jaxneurons.data.audio import AudioError, DataIssues
 from jaxneurons.data.manifest import read_manifest, write_manifest
-from jaxneurons.data.readers import CorpusError, read_mfa, read_path_list, read_timit, read_voxceleb
+from jaxneurons.data.readers import (
+    SEGMENT_END_TOLERANCE,
+    CorpusError,
+    read_mfa,
+    read_path_list,
+    read_timit,
+    read_voxceleb,
+)
 from jaxneurons.data.textgrid import TextGridError, parse_textgrid
 
 
@@ -59,8 +66,8 @@ def test_timit(timit):
 
 def test_timit_errors(timit, tmp_path):
     phn = os.path.join(timit, "TEST", "DR2", "MABC0", "SX9.PHN")
-    _lines(phn, [(0, 1600, "h#"), (1600, 3300, "ao")])
-    with pytest.raises(CorpusError, match=r"SX9.PHN: phone segment .* ends after the audio \(3200 samples\)"):
+    _lines(phn, [(0, 1600, "h#"), (1600, 3400, "ao")])
+    with pytest.raises(CorpusError, match=r"SX9.PHN: phone segment .* ends after the audio \(3200 samples"):
         read_timit(timit)
     issues = DataIssues()
     assert len(read_timit(timit, on_error="record", issues=issues)) == 1
@@ -71,6 +78,38 @@ def test_timit_errors(timit, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match="no TIMIT utterances"):
         read_timit(str(tmp_path / "empty"))
+
+
+def test_timit_last_segment_a_few_samples_after_the_audio_is_clipped(timit):
+    """Real TIMIT: a final h# one sample past the audio (e.g. 54682 of 54681) is clipped and counted."""
+    d = os.path.join(timit, "TEST", "DR2", "MABC0")
+    _lines(os.path.join(d, "SX9.PHN"), [(0, 1600, "h#"), (1600, 3000, "ao"), (3000, 3201, "h#")])
+    _lines(os.path.join(d, "SX9.WRD"), [(1600, 3201, "all")])
+    issues = DataIssues()
+    sx9 = read_timit(timit, issues=issues)[1]  # the default on_error="raise" reads it
+    assert sx9.phones[-1] == (3000, 3200, "sil") and sx9.words == ((1600, 3200, "all"),)
+    assert issues.counts["segment_end_clipped"] == 2
+    assert "SX9.PHN: last phone segment 'h#' ended at 3201, 1 sample(s) after the audio (3200)" in (
+        issues.files["segment_end_clipped"][0])
+    # the tolerance is exact: one sample more is an error, as are overshoots of any segment but the last
+    _lines(os.path.join(d, "SX9.PHN"), [(0, 1600, "h#"), (1600, 3200 + SEGMENT_END_TOLERANCE + 1, "ao")])
+    with pytest.raises(CorpusError, match=r"SX9.PHN: phone segment .* ends after the audio \(3200 samples; only"):
+        read_timit(timit)
+    _lines(os.path.join(d, "SX9.PHN"), [(0, 3201, "ao"), (3201, 3202, "h#")])
+    with pytest.raises(CorpusError, match="ends after the audio"):
+        read_timit(timit)
+    _lines(os.path.join(d, "SX9.PHN"), [(0, 1700, "ao"), (1600, 3201, "iy")])
+    with pytest.raises(CorpusError, match="overlaps the previous one"):
+        read_timit(timit)
+
+
+def test_recorded_error_names_its_file_once(timit):
+    phn = os.path.join(timit, "TEST", "DR2", "MABC0", "SX9.PHN")
+    _lines(phn, [(0, 1600, "h#"), (1600, 3200, "xyz")])
+    issues = DataIssues()
+    read_timit(timit, on_error="record", issues=issues)
+    (entry,) = issues.files["error_CorpusError"]
+    assert entry.count("SX9.PHN") == 1, entry
 
 
 def test_fold_timit_covers_61_and_gives_39():
@@ -228,7 +267,7 @@ def test_voxceleb(tmp_path):
     meta = tmp_path / "vox1_meta.csv"
     meta.write_text("VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\nid10001\tA.J.\tm\tUSA\tdev\n"
                     "id10002\tB\tf\tIndia\ttest\n", encoding="utf-8")
-    with pytest.raises(Exception, match="broken.wav"):
+    with pytest.raises(AudioError, match="broken.wav: not a readable audio file"):
         read_voxceleb(str(root), str(meta))
     issues = DataIssues()
     utts = read_voxceleb(str(root), str(meta), on_error="record", issues=issues)
@@ -260,7 +299,7 @@ def test_path_lists(tmp_path):
     with pytest.raises(CorpusError, match="bad.csv:2: gender 'x'"):
         read_path_list(str(bad))
     bad.write_text("path\nwav/missing.wav\n")
-    with pytest.raises(Exception, match="missing.wav: file does not exist"):
+    with pytest.raises(AudioError, match="missing.wav: file does not exist"):
         read_path_list(str(bad))
 
 
@@ -278,3 +317,32 @@ def test_readers_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "1 utterances; no data issues" in res.stdout
     assert [u.speaker for u in read_manifest(str(out))] == ["s1"]
+
+
+def _readers_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "jaxneurons.data.readers", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_readers_cli_reads_real_timit_overshoot_and_says_what_it_clipped(timit, tmp_path):
+    d = os.path.join(timit, "TEST", "DR2", "MABC0")
+    _lines(os.path.join(d, "SX9.PHN"), [(0, 1600, "h#"), (1600, 3201, "ao")])
+    out = tmp_path / "m.jsonl"
+    res = _readers_cli("--format=timit", f"--root={timit}", f"--out={out}")
+    assert res.returncode == 0, res.stderr
+    assert "2 utterances" in res.stdout
+    assert "segment_end_clipped: 1 file(s), e.g." in res.stdout and "SX9.PHN: last phone segment" in res.stdout
+    assert read_manifest(str(out))[1].phones[-1] == (1600, 3200, "aa")
+
+
+def test_readers_cli_error_is_one_line(timit, tmp_path):
+    _lines(os.path.join(timit, "TEST", "DR2", "MABC0", "SX9.PHN"), [(0, 1600, "h#"), (1600, 4000, "ao")])
+    res = _readers_cli("--format=timit", f"--root={timit}", f"--out={tmp_path / 'm.jsonl'}")
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "SX9.PHN: phone segment" in lines[0], res.stderr
+    assert not (tmp_path / "m.jsonl").exists()

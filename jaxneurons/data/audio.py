@@ -16,15 +16,19 @@ truncated data              error (``truncated``): fewer frames decoded than the
 0 frames                    error (``empty``)
 NaN or inf samples          error (``non_finite``)
 shorter than min_samples    error (``too_short``), measured after resampling
-more than one channel       mean of the channels, logged at INFO (``downmixed``)
-other sample rate           ``scipy.signal.resample_poly`` to target_sr, WARNING (``resampled``)
-clipped samples             loaded unchanged, WARNING with the count (``clipped``): samples with
+more than one channel       mean of the channels (``downmixed``)
+other sample rate           ``scipy.signal.resample_poly`` to target_sr (``resampled``)
+clipped samples             loaded unchanged, counted (``clipped``): samples with
                             ``|x| >= 32767/32768`` (int16 full scale)
 ==========================  ======================================================================
 
 A scan over many files passes one ``DataIssues`` to every call (``scan_audio`` does this): errors are
 recorded there before being raised, so the caller can continue and report how many files got each
-decision (``issues.counts``) with example paths (``issues.examples``).
+decision (``issues.counts``) with example paths (``issues.examples``) and every file (``issues.files``).
+With a ``DataIssues`` the per-file changes (clipped, downmixed, resampled) are logged at DEBUG only and the
+collector's owner logs one line per kind at the end (``DataIssues.log_summary``), so a real corpus where
+every file has full-scale samples does not print one warning per file; without one (a single call) they are
+logged at WARNING (clipped, resampled) or INFO (downmixed).
 """
 
 from __future__ import annotations
@@ -56,20 +60,40 @@ class AudioError(ValueError):
 
 
 class DataIssues:
-    """Thread-safe counts of data decisions (kind -> count) with up to ``max_examples`` paths each."""
+    """Thread-safe record of data decisions: kind -> count, the first ``max_examples`` paths, every file.
 
-    def __init__(self, max_examples: int = 5) -> None:
+    Per-file decisions are logged at DEBUG as they happen; whoever owns the collector reports the aggregate
+    once (:meth:`log_summary`: one line per kind, :meth:`summary` for a report) and stores the per-file
+    detail with the results (:meth:`as_dict` -> ``run.json``). ``max_files`` bounds the per-file list of one
+    kind (memory on huge corpora); the counts stay exact.
+    """
+
+    def __init__(self, max_examples: int = 5, max_files: int = 100_000) -> None:
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, list[str]] = {}
+        self.files: dict[str, list[str]] = {}
         self.max_examples = max_examples
+        self.max_files = max_files
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _entry(path: str, detail: str) -> str:
+        # Error messages already start with the file's path: do not write it twice.
+        if not detail:
+            return path
+        return detail if detail.startswith(f"{path}:") else f"{path}: {detail}"
+
     def add(self, kind: str, path: str, detail: str = "", n: int = 1) -> None:
+        entry = self._entry(os.fspath(path), detail)
+        log.debug("data decision %s: %s", kind, entry)
         with self._lock:
             self.counts[kind] += n
             ex = self.examples.setdefault(kind, [])
             if len(ex) < self.max_examples:
-                ex.append(f"{path}: {detail}" if detail else path)
+                ex.append(entry)
+            files = self.files.setdefault(kind, [])
+            if len(files) < self.max_files:
+                files.append(entry)
 
     def merge(self, other: DataIssues) -> None:
         for kind, n in other.counts.items():
@@ -77,15 +101,29 @@ class DataIssues:
                 self.counts[kind] += n
                 ex = self.examples.setdefault(kind, [])
                 ex.extend(other.examples.get(kind, [])[: max(0, self.max_examples - len(ex))])
+                files = self.files.setdefault(kind, [])
+                files.extend(other.files.get(kind, [])[: max(0, self.max_files - len(files))])
 
     def as_dict(self) -> dict:
-        """JSON-able summary, for a results directory."""
-        return {"counts": dict(sorted(self.counts.items())), "examples": dict(sorted(self.examples.items()))}
+        """JSON-able record for a results directory: counts, examples and every file of each kind."""
+        return {"counts": dict(sorted(self.counts.items())), "examples": dict(sorted(self.examples.items())),
+                "files": dict(sorted(self.files.items()))}
 
     def summary(self) -> str:
+        """One line for a report: ``kind: count, ...``."""
         if not self.counts:
             return "no data issues"
         return ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items()))
+
+    def summary_lines(self) -> list[str]:
+        """One line per kind with its count and first example."""
+        return [f"{kind}: {n} file(s), e.g. {self.examples[kind][0]}" if self.examples.get(kind) else f"{kind}: {n}"
+                for kind, n in sorted(self.counts.items())]
+
+    def log_summary(self, logger: logging.Logger | None = None, level: int = logging.WARNING) -> None:
+        """Log :meth:`summary_lines`, one line per kind (the end of a scan or of a corpus read)."""
+        for line in self.summary_lines():
+            (logger or log).log(level, "data: %s", line)
 
     def __repr__(self) -> str:
         return f"DataIssues({self.summary()})"
@@ -143,6 +181,15 @@ def _wav_declared_bytes(path: str) -> tuple[int, int] | None:
     return None
 
 
+def _decision(issues: DataIssues | None, kind: str, path: str, detail: str, level: int = logging.WARNING) -> None:
+    """A change made to a file's audio: counted in ``issues`` (which logs it at DEBUG; its owner reports the
+    aggregate), or logged at ``level`` when nobody collects (a single ``load_audio`` call)."""
+    if issues is not None:
+        issues.add(kind, path, detail)
+    else:
+        log.log(level, "%s: %s", path, detail)
+
+
 def _fail(issues: DataIssues | None, path: str, kind: str, detail: str) -> AudioError:
     if issues is not None:
         issues.add(kind, path, detail)
@@ -198,20 +245,14 @@ def load_audio(
         raise _fail(issues, path, "non_finite", f"{bad} NaN/inf samples")
     clipped = int((np.abs(data) >= CLIP_LEVEL).sum())
     if clipped:
-        log.warning("%s: %d clipped samples (|x| >= %.5f); loaded unchanged", path, clipped, CLIP_LEVEL)
-        if issues is not None:
-            issues.add("clipped", path, f"{clipped} samples")
+        _decision(issues, "clipped", path, f"{clipped} clipped samples (|x| >= {CLIP_LEVEL:.5f}); loaded unchanged")
     if channels > 1:
-        log.info("%s: %d channels, downmixed to mono by averaging", path, channels)
-        if issues is not None:
-            issues.add("downmixed", path, f"{channels} channels")
+        _decision(issues, "downmixed", path, f"{channels} channels, downmixed to mono by averaging", logging.INFO)
         x = data.mean(axis=1, dtype=np.float64).astype(np.float32)
     else:
         x = data[:, 0]
     if sr != target_sr:
-        log.warning("%s: sample rate %d Hz, resampled to %d Hz (resample_poly)", path, sr, target_sr)
-        if issues is not None:
-            issues.add("resampled", path, f"{sr} -> {target_sr} Hz")
+        _decision(issues, "resampled", path, f"sample rate {sr} Hz, resampled to {target_sr} Hz (resample_poly)")
         x = resample(x.astype(np.float64), sr, target_sr).astype(np.float32)
     if x.shape[0] < min_samples:
         raise _fail(

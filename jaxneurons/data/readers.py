@@ -6,11 +6,14 @@
   adjacent ``sil`` after folding are merged; the deleted ``q`` leaves its samples unlabelled (counted as
   ``timit_q_removed``). Speaker = directory name (e.g. ``FCJF0``), gender = its first letter, labels
   ``dialect`` (``DR1``), ``subset`` and ``sentence``. Overlapping TIMIT words are trimmed so the earlier
-  word ends where the next starts (counted as ``word_overlap_trimmed``).
+  word ends where the next starts (counted as ``word_overlap_trimmed``). A last phone or word segment that
+  ends at most ``SEGMENT_END_TOLERANCE`` samples (10 ms) after the audio, as real TIMIT has, is clipped to
+  the audio's end (counted as ``segment_end_clipped``); larger overshoots and overlaps are errors.
 * ``read_mfa(audio_root, ...)``: a LibriSpeech-style tree ``<speaker>/<chapter>/<utt>.flac`` with a
   Montreal Forced Aligner TextGrid per utterance (``words`` and ``phones`` tiers, ARPAbet with stress
   digits, which are removed; ``sil``/``sp``/empty -> ``sil``; ``spn`` leaves its samples unlabelled and is
-  counted as ``spoken_noise``). TextGrids are looked for at the same relative path under
+  counted as ``spoken_noise``; intervals ending up to 10 ms after the audio are clipped, counted as
+  ``segment_end_clipped``). TextGrids are looked for at the same relative path under
   ``textgrid_root`` and then at ``textgrid_root/<speaker>/<utt>.TextGrid``. Gender comes from
   LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | SUBSET | MINUTES | NAME``) when given.
 * ``read_voxceleb(root)``: ``<speaker>/<video>/<utt>.wav`` (speaker labels; optional ``vox1_meta.csv``
@@ -23,7 +26,9 @@ returns at 16 kHz. A file that cannot be used raises (``on_error="raise"``, the 
 ``on_error="record"``, is left out of the manifest and counted in the ``DataIssues`` passed in - never
 skipped silently. Segment times are converted with ``round(t * 16000)``.
 
-CLI: ``python -m jaxneurons.data.readers --format timit --root DIR --out manifest.jsonl``.
+CLI: ``python -m jaxneurons.data.readers --format timit --root DIR --out manifest.jsonl`` prints what it
+wrote and one line per kind of data decision (clipped segments, left-out files, ...); a file that cannot be
+used in ``--on_error raise`` mode ends it with one ``error: <file>: <problem>`` line (exit code 1).
 """
 
 from __future__ import annotations
@@ -40,6 +45,13 @@ from jaxneurons.data.manifest import ManifestError, Segment, Utterance
 from jaxneurons.data.textgrid import TextGridError, read_textgrid
 
 SR = 16000
+# How far (in samples) the last segment of a transcription may end after the audio and be clipped to the
+# audio's end instead of rejected: 10 ms, half the 20 ms frame hop of wav2vec2-style front ends, so a
+# clip never moves a segment end by more than half a frame. Real TIMIT has final ``h#`` segments one
+# sample past the audio (e.g. 54682 of 54681 samples) and aligners write durations rounded to 10 ms.
+# Counted as ``segment_end_clipped``; a larger overshoot, or one on a segment other than the last, is a
+# CorpusError.
+SEGMENT_END_TOLERANCE = SR // 100
 AUDIO_EXTS = (".flac", ".wav", ".mp3", ".ogg", ".sph")
 
 
@@ -57,13 +69,27 @@ def _merge_sil(segs: list[Segment]) -> list[Segment]:
     return out
 
 
+def _clip_last_segment(segs: list, n: int, path: str, what: str, issues: DataIssues) -> list:
+    """Clip the last segment's end to the audio's ``n`` samples when it overshoots by at most
+    ``SEGMENT_END_TOLERANCE`` (counted as ``segment_end_clipped``); anything else is left to the checks."""
+    if not segs:
+        return segs
+    s, e, lab = segs[-1]
+    if n < e <= n + SEGMENT_END_TOLERANCE and s < n:
+        issues.add("segment_end_clipped", path,
+                   f"last {what} segment {lab!r} ended at {e}, {e - n} sample(s) after the audio ({n}); clipped")
+        return [*segs[:-1], (s, n, lab)]
+    return segs
+
+
 def _check_segments(segs: list[Segment], n: int, path: str, what: str) -> None:
     prev = 0
     for s, e, lab in segs:
         if s < 0 or e <= s:
             raise CorpusError(f"{path}: {what} segment {(s, e, lab)} is empty or negative")
         if e > n:
-            raise CorpusError(f"{path}: {what} segment {(s, e, lab)} ends after the audio ({n} samples)")
+            raise CorpusError(f"{path}: {what} segment {(s, e, lab)} ends after the audio ({n} samples; "
+                              f"only the last segment may end up to {SEGMENT_END_TOLERANCE} samples after it)")
         if s < prev:
             raise CorpusError(f"{path}: {what} segment {(s, e, lab)} overlaps the previous one (ends {prev})")
         prev = e
@@ -81,7 +107,7 @@ def _guard(on_error: str, issues: DataIssues | None) -> Callable:
             if on_error == "raise":
                 raise
             if issues is not None and not isinstance(exc, AudioError):  # AudioError already counted
-                issues.add("error_" + type(exc).__name__, path, str(exc))
+                issues.add("error_" + type(exc).__name__, path, str(exc))  # the message names its file
             return None
 
     return run
@@ -154,7 +180,7 @@ def _timit_utt(dirpath: str, fn: str, subset: str, parts: list[str], issues: Dat
     if sr != SR:
         raise CorpusError(f"{audio}: TIMIT audio should be 16 kHz, found {sr} Hz (segment times would not match)")
     segs = []
-    for s, e, lab in _read_timit_segments(phn_path):
+    for s, e, lab in _clip_last_segment(_read_timit_segments(phn_path), n, phn_path, "phone", issues):
         try:
             folded = _phones.fold_timit(lab.lower())
         except _phones.UnknownPhoneError as exc:
@@ -168,7 +194,7 @@ def _timit_utt(dirpath: str, fn: str, subset: str, parts: list[str], issues: Dat
     words = None
     wrd = [p for p in (stem + ".WRD", stem + ".wrd") if os.path.exists(p)]
     if wrd:
-        raw = _read_timit_segments(wrd[0])
+        raw = _clip_last_segment(_read_timit_segments(wrd[0]), n, wrd[0], "word", issues)
         words = []
         for i, (s, e, w) in enumerate(raw):
             if i + 1 < len(raw) and raw[i + 1][0] < e:
@@ -213,9 +239,14 @@ def _intervals_to_segments(
     segs = []
     for xmin, xmax, label in items:
         s, e = round(xmin * SR), round(xmax * SR)
-        if e > n + SR // 100:
-            raise CorpusError(f"{path}: interval {(xmin, xmax, label)} ends {(e - n) / SR:.3f} s after the audio")
-        e = min(e, n)  # aligners write the file duration rounded; allow up to 10 ms
+        if e > n + SEGMENT_END_TOLERANCE:
+            raise CorpusError(f"{path}: interval {(xmin, xmax, label)} ends {(e - n) / SR:.3f} s after the audio "
+                              f"(at most {SEGMENT_END_TOLERANCE} samples are clipped)")
+        if e > n:  # aligners write the file duration rounded
+            if s < n and label.strip():
+                issues.add("segment_end_clipped", path, f"interval {label.strip()!r} ended at {e}, "
+                           f"{e - n} sample(s) after the audio ({n}); clipped")
+            e = n
         if e <= s:
             continue  # an interval shorter than half a sample has no samples
         mapped = mapper(label.strip())
@@ -458,8 +489,8 @@ def main(argv: Sequence[str]) -> None:
         utts = read_path_list(f.root, on_error=f.on_error, issues=issues)
     out = write_manifest(f.out, utts)
     print(f"wrote {out}: {len(utts)} utterances; {issues.summary()}")
-    for kind, ex in sorted(issues.examples.items()):
-        print(f"  {kind}: e.g. {ex[0]}")
+    for line in issues.summary_lines():
+        print(f"  {line}")
 
 
 if __name__ == "__main__":
@@ -473,4 +504,7 @@ if __name__ == "__main__":
     flags.DEFINE_enum("on_error", "raise", ["raise", "record"], "unusable files: stop, or leave out and count")
     flags.DEFINE_string("out", None, "manifest to write")
     flags.mark_flags_as_required(["format", "root", "out"])
-    app.run(main)
+    from jaxneurons.data import readers as _module  # the imported module, not __main__: one class per error type
+    from jaxneurons.errors import user_errors
+
+    app.run(user_errors(_module.main))

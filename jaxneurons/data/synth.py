@@ -432,4 +432,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "output directory (created; an interrupted run resumes)")
     flags.DEFINE_integer("num_workers", 1, "espeak worker processes (threads resample and write)")
     flags.mark_flag_as_required("out")
-    app.run(main)
+    from jaxneurons.data import synth as _module  # the imported module, not __main__: one class per error type
+    from jaxneurons.errors import user_errors
+
+    app.run(user_errors(_module.main))

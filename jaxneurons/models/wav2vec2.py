@@ -187,8 +187,16 @@ class Data2VecPositionalConvEmbedding(nnx.Module):
             [Data2VecPositionalConvLayer(config, rngs) for _ in range(config.num_conv_pos_embeddings)]
         )
 
-    def __call__(self, x: Array) -> Array:
-        for layer in self.layers:
+    def __call__(self, x: Array, mask: Array | None = None) -> Array:
+        """``mask`` (B, T) given: padded frames are re-zeroed before every conv after the first.
+
+        Each layer's LN + GELU makes padded frames non-zero, and the next conv would carry them into the
+        utterance's last frames (relative error up to 0.5 against the utterance alone); zeroing them makes every
+        layer see what it sees on the unpadded utterance. HF does not (``group_norm_padding='hf'``).
+        """
+        for i, layer in enumerate(self.layers):
+            if mask is not None and i > 0:
+                x = jnp.where(mask[:, :, None], x, 0.0)
             x = layer(x)
         return x
 
@@ -250,10 +258,17 @@ class TransformerEncoder(nnx.Module):
         neuron_mask: Array | Sequence[Array] | None = None,
         neuron_offset: Array | Sequence[Array] | None = None,
         head_mask: Array | None = None,
+        *,
+        mask_padding: bool = True,
     ) -> tuple[Array, tuple[Array, ...]]:
+        """``mask_padding`` (``group_norm_padding == "mask"``): padded frames stay zero between stacked
+        positional convs (data2vec-audio), so valid frames do not depend on the batch's padding."""
         # Padded frames are zeroed before the positional conv, as in HF.
         x = jnp.where(mask[:, :, None], x, 0.0)
-        x = x + self.pos_conv_embed(x)
+        if isinstance(self.pos_conv_embed, Data2VecPositionalConvEmbedding):
+            x = x + self.pos_conv_embed(x, mask if mask_padding else None)
+        else:
+            x = x + self.pos_conv_embed(x)
         if not self.stable:
             x = self.layer_norm(x)
         hidden_states = [x]
@@ -318,5 +333,6 @@ class Wav2Vec2Model(nnx.Module):
             if self.masked_spec_embed is None:
                 raise ValueError("time_mask given but this model has no masked_spec_embed")
             hidden = jnp.where(time_mask[:, :, None], self.masked_spec_embed[...], hidden)
-        last, hidden_states = self.encoder(hidden, mask, neuron_mask, neuron_offset, head_mask)
+        last, hidden_states = self.encoder(hidden, mask, neuron_mask, neuron_offset, head_mask,
+                                           mask_padding=masked_norm)
         return EncoderOutput(last, hidden_states, lengths, mask, normed)
