@@ -69,7 +69,9 @@ def user_errors(main: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if not is_user_error(exc):
                 raise
-            print(error_line(exc), file=sys.stderr, flush=True)
+            # A progress bar may have left the cursor mid-line on a terminal: start the error on its own line.
+            lead = "\n" if getattr(sys.stderr, "isatty", lambda: False)() else ""
+            print(lead + error_line(exc), file=sys.stderr, flush=True)
             sys.exit(1)
 
     return wrapped

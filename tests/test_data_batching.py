@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from jaxneurons.data.audio import AudioError
 from jaxneurons.data.batching import Batch, BatchLoader, FrameLabelSpec, shard_manifest
 from jaxneurons.data.frames import WAV2VEC2_CONV, LabelVocab, frame_labels, middle_frame_mask
 from jaxneurons.data.manifest import Utterance
@@ -121,7 +122,7 @@ def test_shuffle_prefetch_and_errors(tmp_path):
         list(BatchLoader(utts, 2, WAV2VEC2_CONV, labels={"s": FrameLabelSpec("speaker", LabelVocab(["s0"]))}))
     stale = [utts[0].__class__(**{**utts[0].__dict__, "num_samples": utts[0].num_samples + 1,
                                   "duration": (utts[0].num_samples + 1) / 16000})]
-    with pytest.raises(ValueError, match="the manifest is stale"):
+    with pytest.raises(AudioError, match="the manifest is stale"):
         list(BatchLoader(stale, 1, WAV2VEC2_CONV))
 
 

@@ -19,7 +19,7 @@ from jaxneurons.data.readers import (
     read_timit,
     read_voxceleb,
 )
-from jaxneurons.data.textgrid import TextGridError, parse_textgrid
+from jaxneurons.data.textgrid import TextGridError, parse_textgrid, read_textgrid
 
 
 def _audio(path, n, sr=16000, fmt=None, channels=1):
@@ -167,8 +167,9 @@ item []:
             text = "ZH"
 '''
 
-SHORT_TG = '''"ooTextFile"
-"TextGrid"
+SHORT_TG = '''File type = "ooTextFile"
+Object class = "TextGrid"
+
 0
 0.2
 <exists>
@@ -207,10 +208,25 @@ def test_textgrid_long_and_short_agree():
     assert long_tiers["phones"].items[2] == (0.1, 0.15, "EY1")
     short_tiers = parse_textgrid(SHORT_TG)
     assert short_tiers["phones"].items == ((0.0, 0.1, "AO2"), (0.1, 0.15, "sp"), (0.15, 0.2, ""))
-    with pytest.raises(TextGridError, match="not a Praat TextGrid"):
-        parse_textgrid('"ooTextFile"\n"Pitch"\n', "x.TextGrid")
-    with pytest.raises(TextGridError, match="x.TextGrid: file ends"):
-        parse_textgrid(SHORT_TG[:60], "x.TextGrid")
+    with pytest.raises(TextGridError, match="x.TextGrid: not a Praat TextGrid"):
+        parse_textgrid('File type = "ooTextFile"\nObject class = "Pitch"\n', "x.TextGrid")
+    for truncated in (SHORT_TG[:70], LONG_TG[:300], LONG_TG[:-40]):
+        with pytest.raises(TextGridError, match="x.TextGrid: malformed or truncated TextGrid"):
+            parse_textgrid(truncated, "x.TextGrid")
+    duplicated = SHORT_TG.replace('"words"', '"phones"')
+    with pytest.raises(TextGridError, match="x.TextGrid: two tiers named 'phones'"):
+        parse_textgrid(duplicated, "x.TextGrid")
+
+
+def test_textgrid_point_tier_and_undecodable_file(tmp_path):
+    points = ('File type = "ooTextFile"\nObject class = "TextGrid"\n\n0\n1\n<exists>\n1\n"TextTier"\n"tones"\n'
+              '0\n1\n2\n0.25\n"H*"\n0.75\n"L%"\n')
+    tier = parse_textgrid(points)["tones"]
+    assert (tier.kind, tier.items) == ("TextTier", ((0.25, "H*"), (0.75, "L%")))
+    bad = tmp_path / "b.TextGrid"
+    bad.write_bytes(b"\xff\xfe\x00\xd8")  # UTF-16 BOM then a lone surrogate
+    with pytest.raises(TextGridError, match="b.TextGrid: not UTF-8/UTF-16 text"):
+        read_textgrid(str(bad))
 
 
 @pytest.fixture()

@@ -3,7 +3,8 @@
 Modules: ``manifest`` (schema, read/write), ``audio`` (load_audio + DataIssues), ``phones`` (phone sets,
 groups, espeak/TIMIT/ARPAbet maps), ``synth`` (espeak-ng corpus; CLI), ``readers`` (TIMIT, MFA/LibriSpeech,
 VoxCeleb, path lists; CLI), ``textgrid``, ``frames`` (frame geometry, labels, middle frames, vocabularies),
-``batching`` (bucketed loader, sharding). Importing this package does not start espeak.
+``batching`` (bucketed loader, sharding), ``decoded`` (a decoded corpus shared by several models' scans, with
+the ``on_error`` policy for files that cannot be decoded). Importing this package does not start espeak.
 """
 
 from jaxneurons.data.audio import (
@@ -16,6 +17,7 @@ from jaxneurons.data.audio import (
     scan_audio,
 )
 from jaxneurons.data.batching import Batch, BatchLoader, FrameLabelSpec, dummy_like, shard_manifest
+from jaxneurons.data.decoded import DecodedDataset, DecodeOptions, LeftOut
 from jaxneurons.data.frames import (
     MELHUBERT_FBANK,
     WAV2VEC2_CONV,
@@ -67,7 +69,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "MANIFEST_VERSION", "MELHUBERT_FBANK", "PHONE_SETS", "PHONE_TYPES", "WAV2VEC2_CONV", "AudioError", "Batch",
-    "BatchLoader", "ConvFrontEnd", "CorpusError", "DataIssues", "FbankFrontEnd", "FrameLabelSpec", "LabelVocab",
+    "BatchLoader", "ConvFrontEnd", "CorpusError", "DataIssues", "DecodeOptions", "DecodedDataset", "FbankFrontEnd",
+    "FrameLabelSpec", "LabelVocab", "LeftOut",
     "ManifestError", "TextGridError", "UnknownPhoneError", "Utterance", "arpabet_to_phone", "audio_info",
     "dummy_like", "espeak_to_phone", "fold_timit", "frame_centres", "frame_labels", "frame_spans",
     "generate_corpus", "load_audio", "make_speakers", "manifest_fingerprint", "middle_frame_mask", "phone_set",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from jaxneurons.data import phones as _phones
-from jaxneurons.data.audio import DataIssues, load_audio
+from jaxneurons.data.audio import AudioError, DataIssues, load_audio
 from jaxneurons.data.frames import (
     ConvFrontEnd,
     FbankFrontEnd,
@@ -231,10 +231,8 @@ class BatchLoader:
             u = self.utts[i]
             x = self._load(u)
             if x.shape[0] != u.num_samples:
-                raise ValueError(
-                    f"{u.path}: loaded {x.shape[0]} samples but the manifest says {u.num_samples} "
-                    f"(utterance {u.utt_id}); the manifest is stale"
-                )
+                raise AudioError(u.path, "length_mismatch", f"loaded {x.shape[0]} samples but the manifest says "
+                                 f"{u.num_samples} (utterance {u.utt_id}); the manifest is stale")
             audio[row, : x.shape[0]] = x
             audio_len[row] = x.shape[0]
             n = self.num_frames_fn(x.shape[0])

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import queue
@@ -74,6 +75,9 @@ from jaxneurons.data import text as _text
 from jaxneurons.data.audio import resample
 from jaxneurons.data.espeak import EspeakError, EspeakWorker, RawSynthesis, SynthRequest
 from jaxneurons.data.manifest import Segment, Utterance, read_manifest, write_manifest
+from jaxneurons.progress import progress as progress_bar
+
+log = logging.getLogger(__name__)
 
 TARGET_SR = 16000
 CORPUS_VERSION = 1
@@ -352,7 +356,6 @@ def generate_corpus(
         print(f"resuming: {len(speakers) - len(todo)} of {len(speakers)} speakers already done", file=sys.stderr)
     t0 = time.time()
     done_seconds = [0.0]
-    done_count = [len(speakers) - len(todo)]
     lock = threading.Lock()
     workers: queue.Queue[EspeakWorker] = queue.Queue()
     started = [EspeakWorker() for _ in range(max(1, min(num_workers, len(todo) or 1)))]
@@ -368,19 +371,17 @@ def generate_corpus(
         write_manifest(part(i), utts)
         with lock:
             done_seconds[0] += sum(u.duration for u in utts)
-            done_count[0] += 1
-            if progress:
-                dt = time.time() - t0
-                msg = (f"[{done_count[0]}/{len(speakers)}] {speakers[i].speaker_id} ({speakers[i].voice}): "
-                       f"{len(utts)} utterances; {done_seconds[0] / 60:.1f} min of audio in {dt:.1f} s "
-                       f"({done_seconds[0] / max(dt, 1e-9):.0f}x real time)")
-                print(msg, file=sys.stderr, flush=True)
+            log.debug("%s (%s): %d utterances; %.1f min of audio in %.1f s", speakers[i].speaker_id,
+                      speakers[i].voice, len(utts), done_seconds[0] / 60, time.time() - t0)
 
     try:
         with ThreadPoolExecutor(max_workers=len(started)) as pool:
             futures = [pool.submit(run, i) for i in todo]
+            done = len(speakers) - len(todo)
+            waits = (progress_bar(futures, total=len(speakers), initial=done, desc="speakers", unit="speaker")
+                     if progress else futures)
             try:
-                for fut in futures:
+                for fut in waits:
                     fut.result()
             except BaseException:
                 for fut in futures:  # stop at the first failure; finished speakers stay recorded

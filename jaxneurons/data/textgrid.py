@@ -1,8 +1,8 @@
-"""A small Praat TextGrid reader (long and short text formats; UTF-8 or UTF-16 with BOM).
+"""Praat TextGrids (long and short text formats, UTF-8 or UTF-16), parsed by ``praatio`` (which MFA uses too).
 
-Both formats hold the same sequence of values; the long one adds ``key =`` names and ``[i]`` indices.
-After removing the indices, the quoted strings, numbers and ``<exists>`` flags of either format come in
-the same order, which is what ``read_textgrid`` parses. Interval and point tiers are supported.
+``read_textgrid(path)`` returns ``{tier name: Tier}``; every problem is a :class:`TextGridError` naming the file
+(undecodable text, a file that is not a TextGrid, a truncated or malformed one, two tiers of the same name).
+Interval tiers keep their empty intervals (``(xmin, xmax, "")``), so the caller sees gaps as they are written.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_INDEX = re.compile(r"\[\s*\d*\s*\]")
-_TOKEN = re.compile(r'"((?:[^"]|"")*)"|([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(<exists>|<absent>)')
+_HEADER = re.compile(r'^\s*(?:File type\s*=\s*)?"ooTextFile(?: short)?"\s*\n\s*(?:Object class\s*=\s*)?"TextGrid"')
 
 
 class TextGridError(ValueError):
@@ -47,49 +46,26 @@ def read_textgrid(path: str) -> dict[str, Tier]:
 
 
 def parse_textgrid(text: str, source: str = "<string>") -> dict[str, Tier]:
-    tokens: list[object] = []
-    for m in _TOKEN.finditer(_INDEX.sub("", text)):
-        if m.group(1) is not None:
-            tokens.append(m.group(1).replace('""', '"'))
-        elif m.group(2) is not None:
-            tokens.append(float(m.group(2)))
-        else:
-            tokens.append(m.group(3))
-    pos = 0
+    """Parse TextGrid text (``source`` names it in errors)."""
+    from praatio.utilities import textgrid_io
 
-    def take(kind: type, what: str) -> object:
-        nonlocal pos
-        if pos >= len(tokens):
-            raise TextGridError(f"{source}: file ends where {what} was expected")
-        tok = tokens[pos]
-        if not isinstance(tok, kind):
-            raise TextGridError(f"{source}: expected {what}, found {tok!r}")
-        pos += 1
-        return tok
-
-    if take(str, "file type") != "ooTextFile" or take(str, "object class") != "TextGrid":
+    if not _HEADER.match(text):
         raise TextGridError(f"{source}: not a Praat TextGrid (expected 'ooTextFile' / 'TextGrid' header)")
-    take(float, "xmin")
-    take(float, "xmax")
-    if take(str, "<exists>") != "<exists>":
-        return {}
-    n_tiers = int(take(float, "number of tiers"))
+    try:
+        grid = textgrid_io.parseTextgridStr(text, includeEmptyIntervals=True)
+    except Exception as exc:  # praatio signals a malformed file with IndexError, ValueError, ParsingError, ...
+        detail = str(exc) or type(exc).__name__
+        raise TextGridError(f"{source}: malformed or truncated TextGrid ({detail})") from None
     tiers: dict[str, Tier] = {}
-    for _ in range(n_tiers):
-        kind = take(str, "tier class")
-        name = take(str, "tier name")
-        xmin = take(float, "tier xmin")
-        xmax = take(float, "tier xmax")
-        n = int(take(float, "number of items"))
-        items = []
-        for _ in range(n):
-            if kind == "IntervalTier":
-                items.append((take(float, "interval xmin"), take(float, "interval xmax"), take(str, "interval text")))
-            elif kind == "TextTier":
-                items.append((take(float, "point time"), take(str, "point mark")))
-            else:
-                raise TextGridError(f"{source}: unknown tier class {kind!r}")
+    for tier in grid["tiers"]:
+        kind, name = tier["class"], tier["name"]
+        if kind == "IntervalTier":
+            items = tuple((float(e.start), float(e.end), e.label) for e in tier["entries"])
+        elif kind == "TextTier":
+            items = tuple((float(e.time), e.label) for e in tier["entries"])
+        else:
+            raise TextGridError(f"{source}: unknown tier class {kind!r}")
         if name in tiers:
             raise TextGridError(f"{source}: two tiers named {name!r}")
-        tiers[name] = Tier(name, kind, xmin, xmax, tuple(items))
+        tiers[name] = Tier(name, kind, float(tier["xmin"]), float(tier["xmax"]), items)
     return tiers

@@ -43,6 +43,7 @@ import numpy as np
 from flax import nnx
 
 from jaxneurons.data import BatchLoader, DataIssues, LabelVocab, Utterance, load_audio, manifest_fingerprint
+from jaxneurons.data.decoded import DecodedDataset  # moved to the data layer (re-exported here)
 from jaxneurons.models import forward_with_captures
 from jaxneurons.pipeline.labels import (
     GENDERS,
@@ -134,57 +135,6 @@ class ScanPlan:
 
     def condition_names(self) -> list[str]:
         return [c.name for c in self.stats_config.conditions]
-
-
-class DecodedDataset:
-    """What a scan prepares from the data alone, kept for the next model (multi-model scans).
-
-    Decoding a corpus (audio, YIN F0, i-vector groups) does not depend on the weights, so scanning several
-    models need not repeat it: :func:`plan_scan` and :func:`scan_statistics` given the same instance decode
-    each utterance once, prepare frame labels (with F0) once per front-end geometry and cluster i-vectors
-    once. ``keep_audio=False`` keeps only those small per-frame labels and decodes audio again whenever it is
-    needed (corpora too large to hold in memory). The counters say how much decoding really happened.
-    """
-
-    def __init__(self, utts: Sequence[Utterance], *, keep_audio: bool = True, issues: DataIssues | None = None):
-        self.utts = list(utts)
-        self.keep_audio = keep_audio
-        self.issues = issues
-        self._ids = tuple(u.utt_id for u in self.utts)
-        self._index = {u.utt_id: i for i, u in enumerate(self.utts)}
-        self._audio: dict[int, np.ndarray] = {}
-        self.frame_labels: dict[tuple, list[UtteranceLabels]] = {}
-        self.speaker_groups: dict[tuple, np.ndarray] = {}  # i-vector k-means groups
-        self.audio_decodes = 0
-        self.f0_runs = 0
-        self.ivector_runs = 0
-
-    def check(self, utts: Sequence[Utterance]) -> None:
-        """The cache belongs to one manifest: refuse another (labels would be silently wrong)."""
-        if len(utts) != len(self._ids) or any(u.utt_id != i for u, i in zip(utts, self._ids, strict=True)):
-            raise ValueError("DecodedDataset was made for a different list of utterances")
-
-    def audio(self, index: int) -> np.ndarray:
-        """Decoded audio of utterance ``index`` (from memory when kept)."""
-        x = self._audio.get(index)
-        if x is None:
-            x = load_audio(self.utts[index].path, 16000, issues=self.issues)
-            self.audio_decodes += 1
-            if self.keep_audio:
-                self._audio[index] = x
-        return x
-
-    def all_audio(self) -> list[np.ndarray]:
-        return [self.audio(i) for i in range(len(self.utts))]
-
-    def load_fn(self) -> Callable[[Utterance], np.ndarray]:
-        """``BatchLoader(load_fn=...)``: the scan pass reads the same decoded audio."""
-        return lambda u: self.audio(self._index[u.utt_id])
-
-    @property
-    def cached_bytes(self) -> int:
-        """Bytes of audio held in memory."""
-        return sum(x.nbytes for x in self._audio.values())
 
 
 def plan_scan(

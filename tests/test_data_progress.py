@@ -1,0 +1,32 @@
+"""jaxneurons.progress: a tqdm bar on a terminal, nothing in logs and pipes, forced on/off by JAXNEURONS_PROGRESS."""
+
+import io
+import sys
+
+from jaxneurons.progress import progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run(monkeypatch, stream, env=None):
+    monkeypatch.setattr(sys, "stderr", stream)
+    if env is None:
+        monkeypatch.delenv("JAXNEURONS_PROGRESS", raising=False)
+    else:
+        monkeypatch.setenv("JAXNEURONS_PROGRESS", env)
+    items = list(progress(range(7), desc="decoding"))
+    assert items == list(range(7))  # the iterable passes through unchanged
+    return stream.getvalue()
+
+
+def test_quiet_when_not_a_terminal(monkeypatch):
+    assert _run(monkeypatch, io.StringIO()) == ""
+
+
+def test_bar_on_a_terminal_and_forced(monkeypatch):
+    assert "decoding" in _run(monkeypatch, _Terminal()) and "7/7" in _run(monkeypatch, _Terminal())
+    assert "7/7" in _run(monkeypatch, io.StringIO(), env="1")  # e.g. a notebook
+    assert _run(monkeypatch, _Terminal(), env="0") == ""
