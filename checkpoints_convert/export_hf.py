@@ -246,18 +246,16 @@ def run(argv: list[str] | None = None) -> None:
 
     def main(_: list[str]) -> None:
         from jaxneurons.models.checkpoint import load_model
-        from jaxneurons.models.config import ConfigError
 
-        try:
-            report = export_hf(load_model(flags.FLAGS.model), flags.FLAGS.out, pad_ffn=flags.FLAGS.pad_ffn,
-                               overwrite=flags.FLAGS.overwrite)
-        except (ExportError, ConfigError) as e:
-            sys.exit(f"error: {e}")
+        report = export_hf(load_model(flags.FLAGS.model), flags.FLAGS.out, pad_ffn=flags.FLAGS.pad_ffn,
+                           overwrite=flags.FLAGS.overwrite)
         print(f"exported {report['family']} ({report['hf_class']}, FFN widths {report['ffn_widths']}"
               f"{', zero-padded to ' + str(report['hf_intermediate_size']) if report['padded_ffn'] else ''})"
               f" -> {flags.FLAGS.out}")
 
-    app.run(main, argv=argv or sys.argv)
+    from jaxneurons.errors import user_errors
+
+    app.run(user_errors(main), argv=argv or sys.argv)  # bad input: one line, exit 1
 
 
 if __name__ == "__main__":

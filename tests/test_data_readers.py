@@ -352,6 +352,8 @@ def test_readers_cli_reads_real_timit_overshoot_and_says_what_it_clipped(timit, 
     assert "2 utterances" in res.stdout
     assert "segment_end_clipped: 1 file(s), e.g." in res.stdout and "SX9.PHN: last phone segment" in res.stdout
     assert read_manifest(str(out))[1].phones[-1] == (1600, 3200, "aa")
+    detail = json.loads((tmp_path / "m.data_issues.json").read_text())
+    assert detail["counts"]["segment_end_clipped"] == 1 and "SX9.PHN" in detail["files"]["segment_end_clipped"][0]
 
 
 def test_readers_cli_error_is_one_line(timit, tmp_path):

@@ -214,3 +214,9 @@ def test_manifest_error_in_readers_list_is_one_line(tmp_path):
     res = _cli("jaxneurons.data.readers", "--format=list", f"--root={tmp_path / 'list.jsonl'}",
                f"--out={tmp_path / 'm.jsonl'}", cwd=str(tmp_path))
     assert "list.jsonl:1: no 'path'" in _one_error_line(res)
+
+
+def test_cli_export_missing_model_is_one_line(tmp_path):
+    res = _cli("checkpoints_convert.export_hf", f"--model={tmp_path / 'no_model'}", f"--out={tmp_path / 'out'}",
+               cwd=str(tmp_path))
+    assert "no_model" in _one_error_line(res)

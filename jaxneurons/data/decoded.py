@@ -42,11 +42,12 @@ ON_ERROR = ("raise", "record")
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
-    """How a command treats audio files that cannot be decoded (flags: ``define_config_flags(DecodeOptions)``)."""
+    """How a command treats files that cannot be used (flags: ``define_config_flags(DecodeOptions)``)."""
 
     on_error: str = field_help(
-        "raise", "Unusable audio files (NaN, truncated, corrupt, not audio): 'raise' stops at the first with one "
-        "line naming it; 'record' leaves them out, counts them and lists them in run.json and the report.",
+        "raise", "Unusable files (audio that is NaN, truncated, corrupt or not audio; transcriptions that break "
+        "the reader): 'raise' stops at the first with one line naming it; 'record' leaves them out, counts them "
+        "and lists them (run.json, the report).",
         choices=ON_ERROR)
 
     def __post_init__(self) -> None:

@@ -27,7 +27,8 @@ returns at 16 kHz. A file that cannot be used raises (``on_error="raise"``, the 
 skipped silently. Segment times are converted with ``round(t * 16000)``.
 
 CLI: ``python -m jaxneurons.data.readers --format timit --root DIR --out manifest.jsonl`` prints what it
-wrote and one line per kind of data decision (clipped segments, left-out files, ...); a file that cannot be
+wrote and one line per kind of data decision (clipped segments, left-out files, ...), each file's decision in
+``manifest.data_issues.json``; a file that cannot be
 used in ``--on_error raise`` mode ends it with one ``error: <file>: <problem>`` line (exit code 1).
 """
 
@@ -491,6 +492,12 @@ def main(argv: Sequence[str]) -> None:
     print(f"wrote {out}: {len(utts)} utterances; {issues.summary()}")
     for line in issues.summary_lines():
         print(f"  {line}")
+    if issues.counts:
+        from jaxneurons.results import write_json
+
+        detail = os.path.splitext(out)[0] + ".data_issues.json"
+        write_json(detail, issues.as_dict())
+        print(f"  every file: {detail}")
 
 
 if __name__ == "__main__":
@@ -501,7 +508,10 @@ if __name__ == "__main__":
     flags.DEFINE_string("textgrid_root", None, "mfa: directory of TextGrids (default: the audio root)")
     flags.DEFINE_string("speakers_file", None, "mfa: LibriSpeech SPEAKERS.TXT for gender")
     flags.DEFINE_string("meta_file", None, "voxceleb: tab-separated metadata (ID, Gender, Nationality)")
-    flags.DEFINE_enum("on_error", "raise", ["raise", "record"], "unusable files: stop, or leave out and count")
+    from jaxneurons.config_flags import define_config_flags
+    from jaxneurons.data.decoded import DecodeOptions
+
+    define_config_flags(DecodeOptions)  # --on_error, the same policy as the scans'
     flags.DEFINE_string("out", None, "manifest to write")
     flags.mark_flags_as_required(["format", "root", "out"])
     from jaxneurons.data import readers as _module  # the imported module, not __main__: one class per error type
