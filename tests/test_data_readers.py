@@ -307,9 +307,12 @@ def test_path_lists(tmp_path):
     jl.write_text(json.dumps({"path": "wav/a.wav", "utt_id": "x", "language": "tr", "octave": 3}) + "\n")
     (u,) = read_path_list(str(jl))
     assert (u.utt_id, u.language, u.labels) == ("x", "tr", {"octave": 3})
+    tsv = tmp_path / "list.tsv"
+    tsv.write_text("path\tspeaker\tgender\nwav/a.wav\ts1\tf\n")
+    assert [(u.utt_id, u.speaker, u.gender) for u in read_path_list(str(tsv))] == [("wav/a", "s1", "f")]
     bad = tmp_path / "bad.csv"
     bad.write_text("file\nwav/a.wav\n")
-    with pytest.raises(CorpusError, match="bad.csv: CSV needs a header row with a 'path' column"):
+    with pytest.raises(CorpusError, match="bad.csv: CSV/TSV needs a header row with a 'path' column"):
         read_path_list(str(bad))
     bad.write_text("path,gender\nwav/a.wav,x\n")
     with pytest.raises(CorpusError, match="bad.csv:2: gender 'x'"):

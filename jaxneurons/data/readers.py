@@ -18,7 +18,7 @@
   LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | SUBSET | MINUTES | NAME``) when given.
 * ``read_voxceleb(root)``: ``<speaker>/<video>/<utt>.wav`` (speaker labels; optional ``vox1_meta.csv``
   style metadata for gender and nationality).
-* ``read_path_list(path)``: a CSV (header row) or JSONL listing ``path`` and optional ``utt_id``,
+* ``read_path_list(path)``: a CSV or TSV (``.tsv``; header row) or JSONL listing ``path`` and optional ``utt_id``,
   ``speaker``, ``gender``, ``language``, ``text``; every other column becomes an utterance label.
 
 Every reader reads only audio headers (``audio_info``); ``num_samples`` is the length ``load_audio``
@@ -414,7 +414,7 @@ _LIST_KEYS = ("utt_id", "path", "speaker", "gender", "language", "text")
 
 
 def read_path_list(path: str, on_error: str = "raise", issues: DataIssues | None = None) -> list[Utterance]:
-    """CSV (with header) or JSONL of audio paths plus labels -> utterances (in file order)."""
+    """CSV / TSV (with header) or JSONL of audio paths plus labels -> utterances (in file order)."""
     issues = issues if issues is not None else DataIssues()
     guard = _guard(on_error, issues)
     base = os.path.dirname(os.path.abspath(path))
@@ -432,9 +432,9 @@ def read_path_list(path: str, on_error: str = "raise", issues: DataIssues | None
                     raise CorpusError(f"{path}:{lineno}: each line must be a JSON object")
                 rows.append((f"{path}:{lineno}", obj))
         else:
-            reader = csv.DictReader(f)
+            reader = csv.DictReader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
             if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise CorpusError(f"{path}: CSV needs a header row with a 'path' column")
+                raise CorpusError(f"{path}: CSV/TSV needs a header row with a 'path' column")
             for lineno, row in enumerate(reader, start=2):
                 rows.append((f"{path}:{lineno}", {k: (v if v != "" else None) for k, v in row.items()}))
     utts = []
@@ -504,7 +504,7 @@ if __name__ == "__main__":
     from absl import app, flags
 
     flags.DEFINE_enum("format", None, ["timit", "mfa", "voxceleb", "list"], "corpus layout")
-    flags.DEFINE_string("root", None, "corpus root directory (for 'list': the CSV/JSONL file)")
+    flags.DEFINE_string("root", None, "corpus root directory (for 'list': the CSV/TSV/JSONL file)")
     flags.DEFINE_string("textgrid_root", None, "mfa: directory of TextGrids (default: the audio root)")
     flags.DEFINE_string("speakers_file", None, "mfa: LibriSpeech SPEAKERS.TXT for gender")
     flags.DEFINE_string("meta_file", None, "voxceleb: tab-separated metadata (ID, Gender, Nationality)")
