@@ -3,7 +3,7 @@
 import io
 import sys
 
-from jaxneurons.progress import progress
+from jaxneurons.progress import ProgressBar, progress
 
 
 class _Terminal(io.StringIO):
@@ -30,3 +30,17 @@ def test_bar_on_a_terminal_and_forced(monkeypatch):
     assert "decoding" in _run(monkeypatch, _Terminal()) and "7/7" in _run(monkeypatch, _Terminal())
     assert "7/7" in _run(monkeypatch, io.StringIO(), env="1")  # e.g. a notebook
     assert _run(monkeypatch, _Terminal(), env="0") == ""
+
+
+def test_callback_bar_follows_done_counts(monkeypatch):
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.delenv("JAXNEURONS_PROGRESS", raising=False)
+    bar = ProgressBar(total=5, initial=2, desc="scan", unit="batch")
+    for done in (3, 4, 5):
+        bar(done, None)  # run_scan's on_batch(done, stats)
+    assert bar._bar.n == 5 and "5/5" in stream.getvalue() and "scan" in stream.getvalue()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    quiet = ProgressBar(total=2)
+    quiet(2)
+    assert sys.stderr.getvalue() == ""
