@@ -18,8 +18,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+
+class SettingError(ValueError):
+    """A setting (argument, flag, option) whose value cannot work; the message names the setting and the choices.
+
+    For options validated in library code (a ``ValueError`` there is a traceback at the CLI, this is one line)."""
+
+
 # Qualified names of the exception classes whose message is meant for the user.
 USER_ERROR_NAMES: set[str] = {
+    "jaxneurons.errors.SettingError",
     "jaxneurons.data.audio.AudioError",
     "jaxneurons.data.readers.CorpusError",
     "jaxneurons.data.manifest.ManifestError",

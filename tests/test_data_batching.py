@@ -9,6 +9,7 @@ from jaxneurons.data.batching import Batch, BatchLoader, FrameLabelSpec, shard_m
 from jaxneurons.data.frames import WAV2VEC2_CONV, LabelVocab, frame_labels, middle_frame_mask
 from jaxneurons.data.manifest import Utterance
 from jaxneurons.data.phones import phone_set
+from jaxneurons.errors import SettingError
 
 
 def _corpus(tmp_path, n=11):
@@ -114,7 +115,7 @@ def test_shuffle_prefetch_and_errors(tmp_path):
     e0 = [b.utt_indices.tolist() for b in sh.iterate(0)]
     assert e0 == [b.utt_indices.tolist() for b in sh.iterate(0)] and sorted(e0) == sorted(plain)
     assert e0 != [b.utt_indices.tolist() for b in sh.iterate(1)] or len(e0) < 3
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(SettingError, match="not divisible"):
         BatchLoader(utts, batch_size=3, num_frames=WAV2VEC2_CONV, num_devices=2)
     with pytest.raises(ValueError, match="needs a frame geometry"):
         BatchLoader(utts, 2, WAV2VEC2_CONV.num_frames, labels={"p": FrameLabelSpec("phones", LabelVocab(["aa"]))})

@@ -19,6 +19,7 @@ from jaxneurons.data.synth import (
     raw_to_utterance_audio,
     variant_gender,
 )
+from jaxneurons.errors import SettingError
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_speakers_are_deterministic_and_gender_balanced():
     assert len({s.speaker_id for s in a}) == 12
     for s in a:
         assert variant_gender(s.variant) == s.gender and s.variant in VARIANTS[s.gender]
-    with pytest.raises(ValueError, match="not supported"):
+    with pytest.raises(SettingError, match="not supported"):
         make_speakers(2, ["xx"], 0)
 
 
@@ -142,7 +143,7 @@ def test_generate_corpus_is_deterministic_and_resumable(tmp_path, monkeypatch):
     for f in files:
         assert filecmp.cmp(os.path.join(a, f), os.path.join(b, f), shallow=False), f
     assert generate_corpus(b, **args) == os.path.join(b, "manifest.jsonl")  # complete: returned as is
-    with pytest.raises(ValueError, match="other arguments"):
+    with pytest.raises(SettingError, match="other arguments"):
         generate_corpus(b, **{**args, "seed": 6})
 
 
@@ -154,5 +155,12 @@ def test_cli(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0, res.stderr
-    assert "real time" in res.stdout and "[1/1]" in res.stderr
+    assert "real time" in res.stdout and res.stderr == ""  # no progress bar when stderr is not a terminal
     assert len(read_manifest(os.path.join(out, "manifest.jsonl"))) >= 1
+
+
+def test_synth_cli_bad_setting_is_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "jaxneurons.data.synth", f"--out={tmp_path / 'c'}", "--languages=zz"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "error: language 'zz' not supported; choose from ['en', 'tr']"

@@ -40,6 +40,7 @@ from jaxneurons.data.frames import (
     utterance_frame_labels,
 )
 from jaxneurons.data.manifest import Utterance
+from jaxneurons.errors import SettingError
 
 _SEGMENT_SOURCES = ("phones", "words", "phone_type")
 _UTT_FIELDS = ("speaker", "gender", "language", "utt_id")
@@ -120,9 +121,9 @@ class BatchLoader:
         load_fn: Callable[[Utterance], np.ndarray] | None = None,
     ) -> None:
         if batch_size < 1 or pad_multiple < 1 or num_devices < 1:
-            raise ValueError("batch_size, pad_multiple and num_devices must be >= 1")
+            raise SettingError("batch_size, pad_multiple and num_devices must be >= 1")
         if batch_size % num_devices:
-            raise ValueError(f"batch_size {batch_size} is not divisible by num_devices {num_devices}")
+            raise SettingError(f"batch_size {batch_size} is not divisible by num_devices {num_devices}")
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         self.utts = list(utts)

@@ -34,6 +34,7 @@ import numpy as np
 from jaxneurons.config_flags import field_help
 from jaxneurons.data.audio import AudioError, DataIssues, load_audio
 from jaxneurons.data.manifest import Utterance
+from jaxneurons.errors import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class DecodeOptions:
 
 def check_on_error(on_error: str) -> str:
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        raise SettingError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     return on_error
 
 

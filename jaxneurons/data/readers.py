@@ -42,8 +42,10 @@ from collections.abc import Callable, Sequence
 
 from jaxneurons.data import phones as _phones
 from jaxneurons.data.audio import AudioError, DataIssues, audio_info
+from jaxneurons.data.decoded import check_on_error
 from jaxneurons.data.manifest import ManifestError, Segment, Utterance
 from jaxneurons.data.textgrid import TextGridError, read_textgrid
+from jaxneurons.errors import SettingError
 
 SR = 16000
 # How far (in samples) the last segment of a transcription may end after the audio and be clipped to the
@@ -98,8 +100,7 @@ def _check_segments(segs: list[Segment], n: int, path: str, what: str) -> None:
 
 def _guard(on_error: str, issues: DataIssues | None) -> Callable:
     """Run fn(); on a data error either raise or record it and return None."""
-    if on_error not in ("raise", "record"):
-        raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    check_on_error(on_error)
 
     def run(fn: Callable, path: str) -> object:
         try:
@@ -273,7 +274,7 @@ def read_mfa(
     utterance keeps phones/words = null and is counted as ``no_alignment``).
     """
     if missing_alignment not in ("error", "keep"):
-        raise ValueError(f"missing_alignment must be 'error' or 'keep', got {missing_alignment!r}")
+        raise SettingError(f"missing_alignment must be 'error' or 'keep', got {missing_alignment!r}")
     issues = issues if issues is not None else DataIssues()
     guard = _guard(on_error, issues)
     textgrid_root = textgrid_root or audio_root

@@ -75,6 +75,7 @@ from jaxneurons.data import text as _text
 from jaxneurons.data.audio import resample
 from jaxneurons.data.espeak import EspeakError, EspeakWorker, RawSynthesis, SynthRequest
 from jaxneurons.data.manifest import Segment, Utterance, read_manifest, write_manifest
+from jaxneurons.errors import SettingError
 from jaxneurons.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -139,10 +140,10 @@ class SpeakerSpec:
 def make_speakers(num_speakers: int, languages: Sequence[str], seed: int) -> list[SpeakerSpec]:
     """Deterministic pseudo-speakers, spread round-robin over ``languages``, genders alternating."""
     if num_speakers < 1:
-        raise ValueError(f"num_speakers must be >= 1, got {num_speakers}")
+        raise SettingError(f"num_speakers must be >= 1, got {num_speakers}")
     for lang in languages:
         if lang not in ACCENTS:
-            raise ValueError(f"language {lang!r} not supported; choose from {sorted(ACCENTS)}")
+            raise SettingError(f"language {lang!r} not supported; choose from {sorted(ACCENTS)}")
     for gender, names in VARIANTS.items():
         for name in names:
             if variant_gender(name) != gender:
@@ -328,7 +329,7 @@ def generate_corpus(
     """Synthesise a corpus into ``out_dir`` (resuming a partial run); returns the manifest path."""
     languages = list(languages)
     if minutes <= 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
+        raise SettingError(f"minutes must be positive, got {minutes}")
     speakers = make_speakers(num_speakers, languages, seed)
     seconds = minutes * 60.0 / num_speakers
     os.makedirs(out_dir, exist_ok=True)
@@ -340,7 +341,7 @@ def generate_corpus(
         with open(cfg_path, encoding="utf-8") as f:
             old = json.load(f)
         if old != json.loads(json.dumps(config)):
-            raise ValueError(f"{cfg_path}: {out_dir} holds a corpus made with other arguments; use a new --out")
+            raise SettingError(f"{cfg_path}: {out_dir} holds a corpus made with other arguments; use a new --out")
         if os.path.exists(manifest_path):
             read_manifest(manifest_path)  # complete already; validate and return
             return manifest_path

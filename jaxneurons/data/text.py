@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxneurons.errors import SettingError
+
 _EN = {
     "det": ["the", "a", "this", "that", "my", "our", "every", "one"],
     "adj": [
@@ -178,7 +180,7 @@ def sentence(language: str, rng: np.random.Generator) -> str:
     if language == "tr":
         template = _TR_TEMPLATES[int(rng.integers(len(_TR_TEMPLATES)))]
         return _fill(template, _TR, rng, language)
-    raise ValueError(f"no word lists for language {language!r}; have {LANGUAGES}")
+    raise SettingError(f"no word lists for language {language!r}; have {LANGUAGES}")
 
 
 def all_words(language: str) -> list[str]:
@@ -189,5 +191,5 @@ def all_words(language: str) -> list[str]:
     elif language == "tr":
         words = [w for v in _TR.values() for w in v] + ["ve", "sonra", "mi", "ile"]
     else:
-        raise ValueError(f"no word lists for language {language!r}; have {LANGUAGES}")
+        raise SettingError(f"no word lists for language {language!r}; have {LANGUAGES}")
     return sorted(set(words))
