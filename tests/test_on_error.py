@@ -36,9 +36,10 @@ def _utt(path: str, utt_id: str, n: int, gender: str) -> Utterance:
                      duration=n / 16000, sample_rate=16000, num_samples=n, phones=phones, phone_set="en39")
 
 
-@pytest.fixture()
-def mixed(tmp_path):
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
     """(manifest path, utterances, bad paths): 6 good files and the 3 bad kinds, interleaved."""
+    tmp_path = tmp_path_factory.mktemp("mixed")
     rng = np.random.default_rng(0)
     utts, bad_paths = [], {}
     for i in range(9):
@@ -66,6 +67,14 @@ def mixed(tmp_path):
     return manifest, utts, bad_paths
 
 
+@pytest.fixture(scope="module")
+def good_only_stats(mixed):
+    """Statistics of a manifest holding only the good utterances (what a record scan must reproduce)."""
+    _, utts, bad = mixed
+    good = [u for u in utts if u.path not in bad.values()]
+    return _scan(good, DecodedDataset(good)).to_numpy()
+
+
 def _scan(utts, decoded, checkpoint=None):
     model = build_model(TINY, seed=0)
     plan = plan_scan(model, decoded.utts, OPTIONS, decoded.issues, decoded=decoded)
@@ -73,7 +82,7 @@ def _scan(utts, decoded, checkpoint=None):
                            decoded=decoded, progress=False)
 
 
-def test_record_leaves_bad_files_out_and_names_them_in_the_results(mixed, tmp_path):
+def test_record_leaves_bad_files_out_and_names_them_in_the_results(mixed, good_only_stats, tmp_path):
     _, utts, bad = mixed
     issues = DataIssues()
     decoded = DecodedDataset(utts, issues=issues, on_error="record")
@@ -84,10 +93,10 @@ def test_record_leaves_bad_files_out_and_names_them_in_the_results(mixed, tmp_pa
     assert {x.kind: x.path for x in decoded.left_out} == {"non_finite": bad["nan"], "truncated": bad["truncated"],
                                                           "unreadable": bad["not_audio"]}
     # the statistics are those of a manifest of the good utterances only
-    good = [u for u in utts if u.path not in bad.values()]
-    alone = _scan(good, DecodedDataset(good)).to_numpy()
-    for name, value in stats.to_numpy().items():
-        np.testing.assert_array_equal(value, alone[name], err_msg=name)
+    arrays = stats.to_numpy()
+    assert arrays.keys() == good_only_stats.keys()
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(value, good_only_stats[name], err_msg=name)
     with ResultsDir(str(tmp_path / "results"), "scan") as res:
         res.run["data"] = decoded.record()
         res.run["data_issues"] = issues.as_dict()
@@ -101,9 +110,9 @@ def test_record_leaves_bad_files_out_and_names_them_in_the_results(mixed, tmp_pa
     assert line.startswith("used 6 of 9 utterances; 3 left out") and all(p in line for p in bad.values())
 
 
-def test_resumed_record_scan_gives_the_same_statistics(mixed, tmp_path):
+def test_resumed_record_scan_gives_the_same_statistics(mixed, good_only_stats, tmp_path):
     _, utts, _ = mixed
-    reference = _scan(utts, DecodedDataset(utts, on_error="record")).to_numpy()
+    reference = good_only_stats  # = an uninterrupted record scan (test above)
 
     class KilledError(Exception):
         pass
@@ -123,7 +132,12 @@ def test_resumed_record_scan_gives_the_same_statistics(mixed, tmp_path):
     with pytest.raises(KilledError):
         _scan(utts, first, ckpt)
     assert os.path.exists(ckpt)
-    resumed = _scan(utts, DecodedDataset(utts, on_error="record"), ckpt).to_numpy()  # screens again, same list
+    again = DecodedDataset(utts, on_error="record", progress=False)  # a new process screens again: same list
+    loads = []
+    again_audio = again.audio
+    again.audio = lambda index: loads.append(index) or again_audio(index)
+    resumed = _scan(utts, again, ckpt).to_numpy()
+    assert 0 < len(loads) < len(again.utts)  # it resumed: the batches in the checkpoint were not loaded again
     assert reference.keys() == resumed.keys()
     for name in reference:
         np.testing.assert_array_equal(resumed[name], reference[name], err_msg=name)
