@@ -8,9 +8,14 @@ HF key styles: ``WhisperModel`` (``encoder.*``, ``decoder.*``), ``WhisperForCond
 
 from __future__ import annotations
 
+import json
+import os
+from typing import Any
+
 import numpy as np
 
 from checkpoints_convert.hf_weights import CheckpointError
+from jaxneurons.models.config import WHISPER_IGNORED_HF_KEYS
 
 _PREFIXES = ("model.encoder.", "encoder.")
 _DECODER_PREFIXES = ("model.decoder.", "decoder.")
@@ -55,3 +60,10 @@ def whisper_encoder_weights(
     if not encoder:
         raise CheckpointError(f"{source}: no Whisper encoder weights (encoder.* or model.encoder.*)")
     return encoder, {"dropped_decoder_tensors": len(decoder), "dropped_head_weights": sorted(heads)}
+
+
+def whisper_ignored_config(model_dir: str) -> dict[str, Any]:
+    """The keys of ``config.json`` the encoder ignores (decoder, generation, training), kept in the provenance."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        hf = json.load(f)  # already parsed once by load_hf_config: valid JSON
+    return {k: hf[k] for k in sorted(hf) if k in WHISPER_IGNORED_HF_KEYS}

@@ -135,6 +135,7 @@ def test_conversion_keeps_the_encoder_only(converted):
     # conv1/conv2 weight + bias, positions, final LN (7); per layer q/v/out weight + bias, a bias-free k, 4 LN/FFN pairs
     assert report["num_tensors"] == 7 + 15 * n_layers
     assert report["dropped_decoder_tensors"] > 0
+    assert report["ignored_config"]["decoder_layers"] == 1 and "d_model" not in report["ignored_config"]
     assert report["dropped_head_weights"] == (["proj_out.weight"] if "Generation" in CASES[case][0] else [])
     enc = hf_encoder(hf)
     np.testing.assert_array_equal(np.asarray(model.encoder.embed_positions.embedding[...]),

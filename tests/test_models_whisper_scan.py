@@ -24,8 +24,7 @@ from jaxneurons.stats.spec import topk_size
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 250 positions: a 5-s window, longer than every utterance of the corpus below (<= 4.6 s).
 TINY = SpeechConfig(family="whisper", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, num_mel_bins=80, max_source_positions=250, do_stable_layer_norm=True,
-                    has_masked_spec_embed=False)
+                    intermediate_size=64, num_mel_bins=80, max_source_positions=250)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +97,7 @@ def test_cli_convert_scan_and_heads_on_a_hf_whisper_dir(manifest, tmp_path):
         [sys.executable, "-m", "checkpoints_convert.convert", f"--source={tmp_path / 'hf'}",
          f"--out={tmp_path / 'model'}"],
         [sys.executable, "-m", "jaxneurons.cli", "scan", f"--model={tmp_path / 'model'}", f"--manifest={manifest}",
-         f"--out={tmp_path / 'scan'}", "--batch_size=4", "--properties=phone_type,gender"],
+         f"--out={tmp_path / 'scan'}", "--batch_size=8", "--properties=phone_type,gender"],  # 8 test devices
         [sys.executable, "-m", "jaxneurons.cli", "heads", f"--model={tmp_path / 'model'}", f"--manifest={manifest}",
          f"--out={tmp_path / 'heads'}", "--batch_size=4", "--probe_max_epochs=2", "--probe_min_steps=5",
          "--random_controls=1"],

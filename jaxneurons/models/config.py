@@ -128,8 +128,6 @@ class SpeechConfig:
                     raise ConfigError(f"Whisper {name} must be a positive int, got {value!r}")
             if self.hidden_size % 2:
                 raise ConfigError(f"Whisper hidden_size must be even (sinusoidal positions), got {self.hidden_size}")
-            if not self.do_stable_layer_norm or self.has_masked_spec_embed:
-                raise ConfigError("Whisper encoders are pre-LN (do_stable_layer_norm=True) without masked_spec_embed")
         if self.intermediate_sizes is not None and len(self.intermediate_sizes) != self.num_hidden_layers:
             raise ConfigError(
                 f"intermediate_sizes has {len(self.intermediate_sizes)} entries for {self.num_hidden_layers} layers"

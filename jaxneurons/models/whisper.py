@@ -85,8 +85,9 @@ class WhisperEncoder(nnx.Module):
         self.conv1 = Conv1d(config.num_mel_bins, c, 3, rngs, padding=1)
         self.conv2 = Conv1d(c, c, 3, rngs, stride=2, padding=1)
         self.embed_positions = SinusoidalPositions(config)
+        pre_ln = config.replace(do_stable_layer_norm=True)  # every Whisper layer is pre-LN, whatever the field says
         self.layers = nnx.List([
-            EncoderLayer(config, i, rngs, attention=WhisperSelfAttention(c, config.num_attention_heads, rngs))
+            EncoderLayer(pre_ln, i, rngs, attention=WhisperSelfAttention(c, config.num_attention_heads, rngs))
             for i in range(config.num_hidden_layers)
         ])
         self.layer_norm = make_layer_norm(c, config.layer_norm_eps, rngs)
