@@ -47,6 +47,17 @@ def _time(fn, repeats: int) -> list[float]:
     return times
 
 
+def _converted(hf):
+    """``hf`` saved with ``save_pretrained`` and converted by our converter: the same weights in JAX."""
+    from checkpoints_convert.convert import convert
+    from jaxneurons.models.checkpoint import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(os.path.join(tmp, "hf"))
+        convert(os.path.join(tmp, "hf"), os.path.join(tmp, "jax"))
+        return load_model(os.path.join(tmp, "jax"))
+
+
 def main(_: list[str]) -> None:
     import jax
     import jax.numpy as jnp
@@ -54,9 +65,7 @@ def main(_: list[str]) -> None:
     import transformers
     from flax import nnx
 
-    from checkpoints_convert.convert import convert
     from jaxneurons.models import forward_with_captures
-    from jaxneurons.models.checkpoint import load_model
 
     threads = FLAGS.torch_threads or os.cpu_count()
     torch.set_num_threads(threads)
@@ -69,11 +78,7 @@ def main(_: list[str]) -> None:
     audio = np.random.default_rng(0).standard_normal((FLAGS.batch, n)).astype(np.float32) * 0.1
     lengths = np.full((FLAGS.batch,), n, np.int32)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(os.path.join(tmp, "hf"))
-        convert(os.path.join(tmp, "hf"), os.path.join(tmp, "jax"))
-        model = load_model(os.path.join(tmp, "jax"))
-    graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(_converted(hf))
 
     @jax.jit
     def jax_forward(state, audio, lengths):
@@ -157,9 +162,6 @@ def _whisper_main(threads: int) -> None:
     import transformers
     from flax import nnx
 
-    from checkpoints_convert.convert import convert
-    from jaxneurons.models.checkpoint import load_model
-
     # whisper-base's encoder; a 1-layer decoder keeps the checkpoint small (the converter drops it anyway).
     config = transformers.WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,
                                         num_mel_bins=80, decoder_layers=1, decoder_attention_heads=8,
@@ -172,11 +174,7 @@ def _whisper_main(threads: int) -> None:
     audio = np.random.default_rng(0).standard_normal((FLAGS.batch, n)).astype(np.float32) * 0.1
     lengths = np.full((FLAGS.batch,), n, np.int32)
     extractor = transformers.WhisperFeatureExtractor()
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(os.path.join(tmp, "hf"))
-        convert(os.path.join(tmp, "hf"), os.path.join(tmp, "jax"))
-        model = load_model(os.path.join(tmp, "jax"))
-    graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(_converted(hf))
 
     @jax.jit
     def jax_encoder(state, features):

@@ -236,6 +236,22 @@ def test_neuron_and_head_masks_equal_hf_weight_surgery(runs):
     assert np.abs(np.asarray(runs["batch"][0].last_hidden_state) - np.asarray(out.last_hidden_state)).max() > 1e-3
 
 
+def test_physical_pruning_equals_masking(runs):
+    from jaxneurons.pruning.slim import slim_model
+
+    model = runs["model"]
+    cfg = model.config
+    keep = np.random.default_rng(0).random((cfg.num_hidden_layers, cfg.intermediate_size)) > 0.3
+    ones = np.ones((cfg.num_hidden_layers, cfg.num_attention_heads), np.float32)
+    masked, *_ = runs["forward"](runs["audio"], jnp.asarray(runs["lengths"]), neuron_mask=keep.astype(np.float32),
+                                 neuron_offset=np.zeros(keep.shape, np.float32), head_mask=ones)
+    slim = slim_model(model, keep)
+    assert slim.config.intermediate_sizes == tuple(int(k.sum()) for k in keep)
+    out, ffn, _ = jit_forward(slim)(runs["audio"], jnp.asarray(runs["lengths"]))
+    assert [h.shape[-1] for h in ffn] == list(slim.config.intermediate_sizes)
+    _close("slimmed vs masked", out.last_hidden_state, masked.last_hidden_state, 1e-5)
+
+
 def test_config_keys():
     hf = transformers.WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=48,
                                     num_mel_bins=128, max_source_positions=50, **DECODER).to_dict()

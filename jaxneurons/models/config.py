@@ -349,20 +349,27 @@ def load_hf_config(model_dir: str) -> SpeechConfig:
     return config
 
 
+def _read_preprocessor(model_dir: str) -> tuple[str, dict[str, Any] | None]:
+    """(path, contents) of ``model_dir/preprocessor_config.json``; contents None when there is no such file."""
+    path = os.path.join(model_dir, "preprocessor_config.json")
+    if not os.path.exists(path):
+        return path, None
+    with open(path) as f:
+        try:
+            return path, json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+
+
 def _check_whisper_preprocessor(config: SpeechConfig, model_dir: str) -> None:
     """Refuse a ``preprocessor_config.json`` whose front end differs from the one we compute (HF's defaults).
 
     Without the file HF's defaults apply, which are ours. (Old files also store ``mel_filters``; current HF
     recomputes them and so do we.)
     """
-    path = os.path.join(model_dir, "preprocessor_config.json")
-    if not os.path.exists(path):
+    path, pre = _read_preprocessor(model_dir)
+    if pre is None:
         return
-    with open(path) as f:
-        try:
-            pre = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from e
     kind = pre.get("feature_extractor_type", "WhisperFeatureExtractor")
     if kind != "WhisperFeatureExtractor":
         raise ConfigError(f"{path}: feature_extractor_type {kind!r}, expected 'WhisperFeatureExtractor'")
@@ -383,14 +390,9 @@ def _with_ast_preprocessor(config: SpeechConfig, model_dir: str) -> SpeechConfig
 
     Without the file the AudioSet defaults stay. Settings our front end does not reproduce are an error.
     """
-    path = os.path.join(model_dir, "preprocessor_config.json")
-    if not os.path.exists(path):
+    path, pre = _read_preprocessor(model_dir)
+    if pre is None:
         return config
-    with open(path) as f:
-        try:
-            pre = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from e
     kind = pre.get("feature_extractor_type", "ASTFeatureExtractor")
     if kind != "ASTFeatureExtractor":
         raise ConfigError(f"{path}: feature_extractor_type {kind!r}, expected 'ASTFeatureExtractor'")
