@@ -5,11 +5,19 @@ audio. The PyTorch model is saved with ``save_pretrained``, converted with our c
 same batch; the outputs are compared, then each forward is timed (median of ``--repeats`` after a warm-up).
 
     python benchmarks/bench_forward.py --out benchmarks/forward.md
+
+``--family=whisper``: a base-size Whisper encoder (d_model 512, 6 layers, 8 heads, FFN 2048, 80 mel bins,
+30-s window; random weights) from ``WhisperModel``, our encoder on the same log-mel ``input_features`` as HF's
+``WhisperEncoder``, plus both front ends (our jitted log-mel vs ``WhisperFeatureExtractor``). With ``--out`` it
+replaces only its own block of the file (between ``<!-- whisper -->`` markers):
+
+    python benchmarks/bench_forward.py --family=whisper --out benchmarks/forward.md
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import platform
 import statistics
 import sys
@@ -24,6 +32,8 @@ flags.DEFINE_float("seconds", 10.0, "Seconds of audio per utterance.")
 flags.DEFINE_integer("repeats", 3, "Timed repetitions (after one warm-up).")
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: number of CPU cores).")
 flags.DEFINE_string("out", None, "Markdown file to write the figures to.")
+flags.DEFINE_enum("family", "hubert", ["hubert", "whisper"], "Model compared: base HuBERT, or the base Whisper "
+                  "encoder (its block of --out is replaced, the rest of the file kept).")
 FLAGS = flags.FLAGS
 
 
@@ -37,6 +47,17 @@ def _time(fn, repeats: int) -> list[float]:
     return times
 
 
+def _converted(hf):
+    """``hf`` saved with ``save_pretrained`` and converted by our converter: the same weights in JAX."""
+    from checkpoints_convert.convert import convert
+    from jaxneurons.models.checkpoint import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(os.path.join(tmp, "hf"))
+        convert(os.path.join(tmp, "hf"), os.path.join(tmp, "jax"))
+        return load_model(os.path.join(tmp, "jax"))
+
+
 def main(_: list[str]) -> None:
     import jax
     import jax.numpy as jnp
@@ -44,12 +65,12 @@ def main(_: list[str]) -> None:
     import transformers
     from flax import nnx
 
-    from checkpoints_convert.convert import convert
     from jaxneurons.models import forward_with_captures
-    from jaxneurons.models.checkpoint import load_model
 
     threads = FLAGS.torch_threads or os.cpu_count()
     torch.set_num_threads(threads)
+    if FLAGS.family == "whisper":
+        return _whisper_main(threads)
     config = transformers.HubertConfig()  # base: 768 hidden, 12 layers, 3072 FFN, group-norm front end
     torch.manual_seed(0)
     hf = transformers.HubertModel(config).eval()
@@ -57,11 +78,7 @@ def main(_: list[str]) -> None:
     audio = np.random.default_rng(0).standard_normal((FLAGS.batch, n)).astype(np.float32) * 0.1
     lengths = np.full((FLAGS.batch,), n, np.int32)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(os.path.join(tmp, "hf"))
-        convert(os.path.join(tmp, "hf"), os.path.join(tmp, "jax"))
-        model = load_model(os.path.join(tmp, "jax"))
-    graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(_converted(hf))
 
     @jax.jit
     def jax_forward(state, audio, lengths):
@@ -132,6 +149,112 @@ def main(_: list[str]) -> None:
     if FLAGS.out:
         from jaxneurons.results import write_text
 
+        write_text(FLAGS.out, text)
+
+
+WHISPER_BEGIN, WHISPER_END = "<!-- whisper -->", "<!-- /whisper -->"
+
+
+def _whisper_main(threads: int) -> None:
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import transformers
+    from flax import nnx
+
+    # whisper-base's encoder; a 1-layer decoder keeps the checkpoint small (the converter drops it anyway).
+    config = transformers.WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,
+                                        num_mel_bins=80, decoder_layers=1, decoder_attention_heads=8,
+                                        decoder_ffn_dim=64)
+    torch.manual_seed(0)
+    hf = transformers.WhisperModel(config).eval()
+    hf.config._attn_implementation = "eager"
+    encoder = hf.encoder
+    n = int(FLAGS.seconds * 16000)
+    audio = np.random.default_rng(0).standard_normal((FLAGS.batch, n)).astype(np.float32) * 0.1
+    lengths = np.full((FLAGS.batch,), n, np.int32)
+    extractor = transformers.WhisperFeatureExtractor()
+    graphdef, state = nnx.split(_converted(hf))
+
+    @jax.jit
+    def jax_encoder(state, features):
+        return nnx.merge(graphdef, state).encode_features(features).last_hidden_state
+
+    @jax.jit
+    def jax_front_end(state, audio, lengths):
+        return nnx.merge(graphdef, state).features(audio, lengths)
+
+    audio_j, lengths_j = jnp.asarray(audio), jnp.asarray(lengths)
+    hf_features = extractor(list(audio), sampling_rate=16000, return_tensors="np").input_features
+    features_j, features_t = jnp.asarray(hf_features.transpose(0, 2, 1)), torch.from_numpy(hf_features)
+
+    def run_jax():
+        return jax_encoder(state, features_j).block_until_ready()
+
+    def run_torch():
+        with torch.inference_mode():
+            return encoder(features_t).last_hidden_state
+
+    def run_jax_front():
+        return jax_front_end(state, audio_j, lengths_j).block_until_ready()
+
+    def run_hf_front():
+        return extractor(list(audio), sampling_rate=16000, return_tensors="np").input_features
+
+    reference = run_torch().numpy()
+    diff = float(np.abs(np.asarray(run_jax()) - reference).max() / np.abs(reference).max())
+    mel_diff = float(np.abs(np.asarray(run_jax_front()) - hf_features.transpose(0, 2, 1)).max())
+    runs = {name: _time(fn, FLAGS.repeats) for name, fn in (
+        ("jax", run_jax), ("torch", run_torch), ("jax_front", run_jax_front), ("hf_front", run_hf_front))}
+    med = {name: statistics.median(t) for name, t in runs.items()}
+    audio_s = FLAGS.batch * FLAGS.seconds
+    load = os.getloadavg()[0]
+    out = f" --out {FLAGS.out}" if FLAGS.out else ""
+
+    def row(label: str, name: str) -> str:
+        times = ", ".join(f"{t:.2f}" for t in runs[name])
+        return f"| {label} | {med[name]:.2f} | {times} | {audio_s / med[name]:.1f} |"
+
+    lines = [
+        WHISPER_BEGIN,
+        "## Whisper encoder: jaxneurons (JAX) vs transformers `WhisperEncoder` (PyTorch)",
+        "",
+        f"Command: `python benchmarks/bench_forward.py --family=whisper --batch={FLAGS.batch} "
+        f"--seconds={FLAGS.seconds:g} --repeats={FLAGS.repeats}{out}`",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, shared with other "
+        f"jobs (load average {load:.1f} when the run ended: every time below is inflated, both sides alike); "
+        f"Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
+        f"torch {torch.__version__} ({threads} threads), transformers {transformers.__version__}.",
+        "",
+        "Model: base-size Whisper encoder (d_model 512, 6 layers, 8 heads, FFN 2048, 80 mel bins, random weights). "
+        f"Batch: {FLAGS.batch} x {FLAGS.seconds:g} s at 16 kHz, each padded to the 30-s window (3000 mel frames, "
+        f"1500 encoder frames) as Whisper requires. Median of {FLAGS.repeats} runs after a warm-up. x real time "
+        "counts the audio (not the padding).",
+        "",
+        "| implementation | median s / batch | all runs (s) | x real time |",
+        "|---|---|---|---|",
+        row("JAX encoder (jit), log-mel in", "jax"),
+        row("PyTorch `WhisperEncoder` (inference_mode, eager attention), log-mel in", "torch"),
+        row("JAX log-mel front end (jit)", "jax_front"),
+        row("HF `WhisperFeatureExtractor` (torch STFT)", "hf_front"),
+        "",
+        f"Encoder speed ratio PyTorch time / JAX time: **{med['torch'] / med['jax']:.2f}** (> 1 means JAX is "
+        f"faster). Max |JAX - PyTorch| of the last hidden state / its max: {diff:.1e}; of the log-mel input: "
+        f"{mel_diff:.1e}.",
+        WHISPER_END,
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if FLAGS.out:
+        from jaxneurons.results import write_text
+
+        previous = pathlib.Path(FLAGS.out).read_text() if os.path.exists(FLAGS.out) else ""
+        if WHISPER_BEGIN in previous and WHISPER_END in previous:
+            head, rest = previous.split(WHISPER_BEGIN, 1)
+            text = head + text + rest.split(WHISPER_END, 1)[1].lstrip("\n")
+        elif previous:
+            text = previous.rstrip("\n") + "\n\n" + text
         write_text(FLAGS.out, text)
 
 

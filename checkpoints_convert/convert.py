@@ -28,6 +28,7 @@ from checkpoints_convert.hf_weights import (
     split_base_and_heads,
     to_nnx_layout,
 )
+from checkpoints_convert.whisper import whisper_encoder_weights, whisper_ignored_config
 from jaxneurons.models.checkpoint import save_model
 from jaxneurons.models.config import SpeechConfig, load_hf_config
 from jaxneurons.models.registry import abstract_model
@@ -102,7 +103,12 @@ def convert(source: str, out_dir: str) -> dict[str, Any]:
     model_dir = resolve_source(source)
     config = load_hf_config(model_dir)
     weights, weights_file = read_hf_weights(model_dir)
+    dropped: dict[str, Any] = {}
+    if config.family == "whisper":  # keep the encoder only (the decoder and heads are reported)
+        weights, dropped = whisper_encoder_weights(weights, weights_file)
+        dropped["ignored_config"] = whisper_ignored_config(model_dir)
     model, report = state_from_hf_weights(config, weights, weights_file)
+    report.update(dropped)
     report["family"] = config.family
     save_model(model, out_dir, provenance={"converted_from": source, "conversion": report})
     return report

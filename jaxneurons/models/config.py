@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-FAMILIES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "melhubert", "ast")
+FAMILIES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "melhubert", "ast", "whisper")
 
 # HF `model_type` -> our family name.
 _MODEL_TYPES = {
@@ -22,6 +22,7 @@ _MODEL_TYPES = {
     "wavlm": "wavlm",
     "melhubert": "melhubert",
     "audio-spectrogram-transformer": "ast",
+    "whisper": "whisper",
 }
 
 _ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "swish", "silu")
@@ -85,6 +86,10 @@ class SpeechConfig:
     qkv_bias: bool = True
     feature_mean: float = -4.2677393
     feature_std: float = 4.5689974
+    # Whisper encoder (HF `WhisperModel.encoder`; Radford et al. 2022). Its log-mel front end uses
+    # `num_mel_bins` (80, or 128 for large-v3) and every input is padded to the window of
+    # 2 * `max_source_positions` mel frames (3000 frames = 30 s for 1500 positions), as HF does.
+    max_source_positions: int = 1500
     # Bookkeeping: per-layer FFN widths after physical pruning (None: all equal intermediate_size).
     intermediate_sizes: tuple[int, ...] | None = None
 
@@ -116,6 +121,13 @@ class SpeechConfig:
                 )
             if not self.feature_std > 0:
                 raise ConfigError(f"AST feature_std must be > 0, got {self.feature_std}")
+        if self.family == "whisper":
+            for name in ("max_source_positions", "num_mel_bins"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ConfigError(f"Whisper {name} must be a positive int, got {value!r}")
+            if self.hidden_size % 2:
+                raise ConfigError(f"Whisper hidden_size must be even (sinusoidal positions), got {self.hidden_size}")
         if self.intermediate_sizes is not None and len(self.intermediate_sizes) != self.num_hidden_layers:
             raise ConfigError(
                 f"intermediate_sizes has {len(self.intermediate_sizes)} entries for {self.num_hidden_layers} layers"
@@ -241,6 +253,42 @@ def _ast_config_from_hf_dict(hf: Mapping[str, Any], source: str) -> SpeechConfig
         raise ConfigError(f"{source}: {e}") from e
 
 
+# HF WhisperConfig: the encoder's keys -> SpeechConfig fields, with WhisperConfig's defaults for keys a config.json
+# leaves out. The encoder's LayerNorms are PyTorch defaults (eps 1e-5); no key sets them.
+_WHISPER_ENCODER_KEYS = {
+    "d_model": ("hidden_size", 384), "encoder_layers": ("num_hidden_layers", 4),
+    "encoder_attention_heads": ("num_attention_heads", 6), "encoder_ffn_dim": ("intermediate_size", 1536),
+    "activation_function": ("hidden_act", "gelu"), "num_mel_bins": ("num_mel_bins", 80),
+    "max_source_positions": ("max_source_positions", 1500),
+}
+# Keys that do not change the encoder's forward pass: the decoder's architecture, generation and tokens (the
+# converter drops the decoder), training-only settings (dropouts, layer drop, SpecAugment on the input features),
+# the audio-classification head, and `scale_embedding` (HF applies it to the decoder's token embeddings only).
+# Old configs also carry `num_hidden_layers` (a copy of encoder_layers, which is what the encoder uses).
+WHISPER_IGNORED_HF_KEYS = frozenset({
+    "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim", "decoder_layerdrop", "decoder_start_token_id",
+    "max_target_positions", "scale_embedding", "forced_decoder_ids", "alignment_heads", "lang_ids",
+    "no_timestamps_token_id", "max_initial_timestamp_index", "is_multilingual", "median_filter_width",
+    "encoder_layerdrop", "dropout", "init_std", "apply_spec_augment", "num_hidden_layers",
+    "use_weighted_layer_sum", "classifier_proj_size",
+})
+
+
+def _whisper_config_from_hf_dict(hf: Mapping[str, Any], source: str) -> SpeechConfig:
+    unknown = sorted(k for k in hf if k not in _WHISPER_ENCODER_KEYS and k not in WHISPER_IGNORED_HF_KEYS
+                     and k not in _IGNORED_HF_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown config keys (they may change the forward pass): {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {"family": "whisper", "do_stable_layer_norm": True, "has_masked_spec_embed": False,
+                              "layer_norm_eps": 1e-5}
+    for key, (field, default) in _WHISPER_ENCODER_KEYS.items():
+        kwargs[field] = hf.get(key, default)
+    try:
+        return SpeechConfig(**kwargs)
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"{source}: {e}") from e
+
+
 def config_from_hf_dict(hf: Mapping[str, Any], source: str = "config.json") -> SpeechConfig:
     """Build a :class:`SpeechConfig` from a HF config dict; ``source`` names the file in errors."""
     model_type = hf.get("model_type")
@@ -254,6 +302,8 @@ def config_from_hf_dict(hf: Mapping[str, Any], source: str = "config.json") -> S
         return SpeechConfig.from_dict({k: v for k, v in hf.items() if k != "model_type"})
     if family == "ast":
         return _ast_config_from_hf_dict(hf, source)
+    if family == "whisper":
+        return _whisper_config_from_hf_dict(hf, source)
     unknown = sorted(k for k in hf if k not in _IGNORED_HF_KEYS and k not in _MAPPED_HF_KEYS
                      and k not in ("add_adapter", "adapter_attn_dim", "num_feat_extract_layers"))
     if unknown:
@@ -294,7 +344,45 @@ def load_hf_config(model_dir: str) -> SpeechConfig:
     config = config_from_hf_dict(data, source=path)
     if config.family == "ast":
         config = _with_ast_preprocessor(config, model_dir)
+    if config.family == "whisper":
+        _check_whisper_preprocessor(config, model_dir)
     return config
+
+
+def _read_preprocessor(model_dir: str) -> tuple[str, dict[str, Any] | None]:
+    """(path, contents) of ``model_dir/preprocessor_config.json``; contents None when there is no such file."""
+    path = os.path.join(model_dir, "preprocessor_config.json")
+    if not os.path.exists(path):
+        return path, None
+    with open(path) as f:
+        try:
+            return path, json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+
+
+def _check_whisper_preprocessor(config: SpeechConfig, model_dir: str) -> None:
+    """Refuse a ``preprocessor_config.json`` whose front end differs from the one we compute (HF's defaults).
+
+    Without the file HF's defaults apply, which are ours. (Old files also store ``mel_filters``; current HF
+    recomputes them and so do we.)
+    """
+    path, pre = _read_preprocessor(model_dir)
+    if pre is None:
+        return
+    kind = pre.get("feature_extractor_type", "WhisperFeatureExtractor")
+    if kind != "WhisperFeatureExtractor":
+        raise ConfigError(f"{path}: feature_extractor_type {kind!r}, expected 'WhisperFeatureExtractor'")
+    n_samples = 2 * config.max_source_positions * 160
+    checks = {"feature_size": config.num_mel_bins, "sampling_rate": config.sample_rate, "hop_length": 160,
+              "n_fft": 400, "n_samples": n_samples, "nb_max_frames": n_samples // 160, "padding_value": 0.0,
+              "dither": 0.0}
+    for key, expected in checks.items():
+        if key in pre and pre[key] != expected:
+            raise ConfigError(f"{path}: {key}={pre[key]!r} but the model needs {expected!r}")
+    if "chunk_length" in pre and pre["chunk_length"] * config.sample_rate != n_samples:
+        raise ConfigError(f"{path}: chunk_length={pre['chunk_length']!r} s does not give the encoder's window of "
+                          f"{n_samples} samples (2 * max_source_positions * 160)")
 
 
 def _with_ast_preprocessor(config: SpeechConfig, model_dir: str) -> SpeechConfig:
@@ -302,14 +390,9 @@ def _with_ast_preprocessor(config: SpeechConfig, model_dir: str) -> SpeechConfig
 
     Without the file the AudioSet defaults stay. Settings our front end does not reproduce are an error.
     """
-    path = os.path.join(model_dir, "preprocessor_config.json")
-    if not os.path.exists(path):
+    path, pre = _read_preprocessor(model_dir)
+    if pre is None:
         return config
-    with open(path) as f:
-        try:
-            pre = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from e
     kind = pre.get("feature_extractor_type", "ASTFeatureExtractor")
     if kind != "ASTFeatureExtractor":
         raise ConfigError(f"{path}: feature_extractor_type {kind!r}, expected 'ASTFeatureExtractor'")

@@ -30,6 +30,10 @@ def model_class(config: SpeechConfig) -> type[nnx.Module]:
         from jaxneurons.models.ast import ASTModel
 
         return ASTModel
+    if config.family == "whisper":
+        from jaxneurons.models.whisper import WhisperModel
+
+        return WhisperModel
     raise ValueError(f"no model class for family {config.family!r}")
 
 
@@ -90,4 +94,11 @@ def forward_with_captures(
     num_layers = model.config.num_hidden_layers
     ffn = _per_layer(states[0], "h", num_layers) if capture_ffn else None
     attn = _per_layer(states[-1], "probs", num_layers) if capture_attention else None
+    # Captures have the output's frames. Whisper's encoder runs on its whole 30-s window but returns only the
+    # frames of the batch's audio; for every other family the encoder's length is the output's and this is a no-op.
+    t = out.frame_mask.shape[1]
+    if ffn is not None and ffn[0].shape[1] != t:
+        ffn = tuple(h[:, :t] for h in ffn)
+    if attn is not None and attn[0].shape[-1] != t:
+        attn = tuple(a[:, :, :t, :t] for a in attn)
     return out, ffn, attn

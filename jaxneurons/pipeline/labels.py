@@ -40,6 +40,10 @@ def frame_geometry(config: SpeechConfig) -> ConvFrontEnd | FbankFrontEnd:
         return MELHUBERT_FBANK
     if config.family == "ast":
         raise ValueError("AST models have patch tokens, not time frames: frame labels are undefined")
+    if config.family == "whisper":
+        # Whisper frame t is centred on sample 320 t (centred STFT, conv2 stride 2) and an utterance of n samples
+        # has ceil(n / 320) real frames: exactly the centres and counts of a single 1-sample conv of stride 320.
+        return ConvFrontEnd((1,), (320,))
     return ConvFrontEnd(tuple(config.conv_kernel), tuple(config.conv_stride))
 
 
