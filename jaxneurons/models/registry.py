@@ -30,6 +30,10 @@ def model_class(config: SpeechConfig) -> type[nnx.Module]:
         from jaxneurons.models.ast import ASTModel
 
         return ASTModel
+    if config.family == "tera":
+        from jaxneurons.models.tera import TeraModel
+
+        return TeraModel
     raise ValueError(f"no model class for family {config.family!r}")
 
 
