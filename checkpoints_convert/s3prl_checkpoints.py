@@ -195,8 +195,8 @@ def melhubert_checkpoint(model, extra_config: Mapping[str, Any] | None = None) -
         state[theirs] = value
     if c.num_clusters == 0:
         raise CheckpointError("the authors' MelHuBERT always has final_proj: the model needs num_clusters > 0")
-    return {"model": {k: torch.from_numpy(v) for k, v in state.items()}, "Upstream_Config": {"melhubert": upstream},
-            "Step": 1}
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    return {"model": tensors, "Upstream_Config": {"melhubert": upstream}, "Step": 1}
 
 
 # --------------------------------------------------------------------------------------------------------- TERA
@@ -350,7 +350,7 @@ def tera_checkpoint(model, *, legacy: bool = False, old_layer_norm_names: bool =
     transformer, head = {}, {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         ours = hf_key(path)
-        value = torch.from_numpy(np.ascontiguousarray(to_hf_layout(path, np.asarray(var.get_value()))))
+        value = torch.from_numpy(np.array(to_hf_layout(path, np.asarray(var.get_value()))))
         if ours.startswith("spec_head."):
             head[_ours_to_theirs(ours, _TERA_HEAD)] = value
             continue
