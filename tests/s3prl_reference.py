@@ -9,7 +9,10 @@ side of the comparison, calls jaxneurons.)
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
+import types
 
 import numpy as np
 import torch
@@ -205,3 +208,23 @@ def jax_forward(model, waves: list[np.ndarray]):
 def rel_error(ref: np.ndarray, ours: np.ndarray) -> float:
     """max |ref - ours| relative to the reference tensor's max |ref|."""
     return float(np.abs(ref - ours).max() / np.abs(ref).max())
+
+
+@contextlib.contextmanager
+def legacy_optimizers_module():
+    """A module ``optimizers`` with a scheduler class, importable only inside the block: old s3prl checkpoints
+    pickle such an object (s3prl's builder maps ``optimizers`` to ``s3prl.optimizers`` to unpickle it)."""
+    module = types.ModuleType("optimizers")
+
+    class WarmupLinearSchedule:
+        def __init__(self):
+            self.warmup, self.t_total = 0.07, 1000
+
+    WarmupLinearSchedule.__module__ = "optimizers"
+    WarmupLinearSchedule.__qualname__ = "WarmupLinearSchedule"
+    module.WarmupLinearSchedule = WarmupLinearSchedule
+    sys.modules["optimizers"] = module
+    try:
+        yield module
+    finally:
+        del sys.modules["optimizers"]
