@@ -96,6 +96,10 @@ def melhubert_config(upstream: Mapping[str, Any], mean_std: tuple, path: str) ->
         raise CheckpointError(f"{path}: feat_emb_dim {feat_dim} is neither 40 (10 ms frames) nor 80 (20 ms frames)")
     if feat_dim == hidden:
         raise CheckpointError(f"{path}: feat_emb_dim == encoder_embed_dim (no pre_extract_proj) is not supported")
+    if int(c["pos_conv_depth"]) != 1:
+        # Both nervjack2/MelHuBERT and nervjack2/s3prl-pruning build depth > 1 with an undefined `LayerNorm`
+        # (module.py), so no such checkpoint can come from their code.
+        raise CheckpointError(f"{path}: pos_conv_depth {c['pos_conv_depth']} (the authors' code only builds 1)")
     if int(c["encoder_layers"]) < 1:
         raise CheckpointError(f"{path}: encoder_layers must be >= 1")
     ffn = c["encoder_ffn_embed_dim"]

@@ -164,7 +164,8 @@ def test_unknown_config_key_and_unsupported_settings_are_errors(tmp_path):
     path, ckpt = _random_checkpoint(tmp_path, 20, mean_std)
     for change, message in (({"relative_position": True}, r"unknown MelHuBERT config keys \(.*\): relative_position"),
                             ({"activation_fn": "tanh"}, "activation_fn 'tanh'"),
-                            ({"feat_emb_dim": 120}, "feat_emb_dim 120")):
+                            ({"feat_emb_dim": 120}, "feat_emb_dim 120"),
+                            ({"pos_conv_depth": 2}, "pos_conv_depth 2")):
         bad = dict(ckpt, Upstream_Config={"melhubert": {**ckpt["Upstream_Config"]["melhubert"], **change}})
         torch.save(bad, tmp_path / "bad.ckpt")
         with pytest.raises(CheckpointError, match=message):
@@ -190,3 +191,18 @@ def test_pruned_checkpoint_with_per_layer_widths(tmp_path):
     assert ffn[1].shape[-1] == 40
     assert rel_error(ref_hidden[-1], np.asarray(out.hidden_states[-1][0])) < TOL
     assert json.loads((tmp_path / "out" / "config.json").read_text())["intermediate_sizes"] == [64, 40]
+
+
+def test_stacked_positional_convs_follow_fairseq():
+    # conv_pos_depth > 1: fairseq's `depth` convs of kernel max(3, conv_pos // depth), LN without affine, GELU
+    from jaxneurons.models import SpeechConfig
+
+    config = SpeechConfig(family="melhubert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=16, num_mel_bins=40, frame_stacking=1, num_conv_pos_embeddings=8,
+                          num_conv_pos_embedding_groups=4, conv_pos_depth=3, input_layer_norm=False)
+    model = build_model(config)
+    layers = model.encoder.pos_conv_embed.layers
+    assert len(layers) == 3 and all(layer.conv.kernel.shape == (3, 4, 16) for layer in layers)
+    assert all(layer.layer_norm.scale is None for layer in layers)
+    out, _ = jax_forward(model, [_audio()[0]])
+    assert np.isfinite(np.asarray(out.last_hidden_state)).all()
