@@ -240,7 +240,7 @@ def bench_authors_code(family: str) -> None:
         hidden = m.input_representations(feats, jnp.asarray(sinusoid_table(feats.shape[1], 768))[None])
         return m.encoder(hidden, mask, None)[0]
 
-    feats_t = torch.from_numpy(np.asarray(feats))
+    feats_t = torch.from_numpy(np.array(feats))
     mask_t = torch.from_numpy(np.asarray(mask).astype(np.float32))
 
     def run_torch():
@@ -256,7 +256,8 @@ def bench_authors_code(family: str) -> None:
     title = f"## {'MelHuBERT' if family == 'melhubert' else 'TERA'}: jaxneurons (JAX) vs the authors' PyTorch code"
     lines = [
         title, "",
-        f"Command: `python benchmarks/bench_forward.py --family {family} --original_code CHECKOUT"
+        f"Command: `python benchmarks/bench_forward.py --family {family} --original_code CHECKOUT "
+        f"--batch {FLAGS.batch} --seconds {FLAGS.seconds:g} --repeats {FLAGS.repeats}"
         f"{' --out ' + FLAGS.out if FLAGS.out else ''}` (same machine and versions as above, "
         f"torch {threads} threads).", "",
         f"Model: {description}, random weights, converted from the authors' checkpoint format. Batch: "
