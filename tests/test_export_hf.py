@@ -15,6 +15,7 @@ from safetensors.numpy import load_file  # noqa: E402
 
 from checkpoints_convert.convert import convert  # noqa: E402
 from checkpoints_convert.export_hf import SIDECAR, ExportError, export_hf  # noqa: E402
+from checkpoints_convert.hf_weights import CheckpointError  # noqa: E402
 from jaxneurons.models import SpeechConfig, abstract_model, build_model, forward_with_captures  # noqa: E402
 from jaxneurons.models.checkpoint import load_model  # noqa: E402
 from jaxneurons.pruning import protected_prune, slim_model  # noqa: E402
@@ -152,3 +153,47 @@ def test_existing_directory_needs_overwrite(tmp_path):
     export_hf(model, str(tmp_path / "busy"), overwrite=True)
     assert not (tmp_path / "busy" / "keep.txt").exists()
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["config.json", SIDECAR, "model.safetensors"]
+
+
+def _params(model):
+    from flax import nnx
+
+    return {k: np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_jax_hf_jax_round_trip_restores_true_widths(converted, scope):
+    case, root, hf, model = converted
+    if case != CASES[0]:
+        pytest.skip("one family is enough: the sidecar logic does not depend on it")
+    keep = protected_prune(model, 0.4, scope=scope)
+    widths = [int(k.sum()) for k in keep]
+    assert (len(set(widths)) > 1) == (scope == "global")
+    slim = slim_model(model, keep)
+    export_hf(slim, str(root / f"rt-{scope}"), pad_ffn=True)
+    report = convert(str(root / f"rt-{scope}"), str(root / f"rt-{scope}-jax"))
+    back = load_model(str(root / f"rt-{scope}-jax"))
+    assert [back.config.ffn_width(i) for i in range(back.config.num_hidden_layers)] == widths
+    assert back.config.intermediate_sizes == (tuple(widths) if scope == "global" else None)
+    assert report["export_sidecar"]["ffn_widths"] == widths
+    ours, theirs = _params(slim), _params(back)
+    assert sorted(ours) == sorted(theirs)
+    for key, value in ours.items():
+        np.testing.assert_allclose(theirs[key], value, rtol=1e-6, atol=1e-6, err_msg=str(key))
+
+
+def test_sidecar_that_does_not_describe_padding_is_an_error(converted, tmp_path):
+    case, root, hf, model = converted
+    if case != CASES[0]:
+        pytest.skip("one family is enough")
+    keep = protected_prune(model, 0.4, scope="global")
+    export_hf(slim_model(model, keep), str(tmp_path / "hf"), pad_ffn=True)
+    sidecar = json.loads((tmp_path / "hf" / SIDECAR).read_text())
+    sidecar["ffn_widths"] = [w - 1 for w in sidecar["ffn_widths"]]  # would cut real neurons
+    (tmp_path / "hf" / SIDECAR).write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="not zero beyond the sidecar's width"):
+        convert(str(tmp_path / "hf"), str(tmp_path / "jax"))
+    sidecar["ffn_widths"] = [10_000] * len(sidecar["ffn_widths"])
+    (tmp_path / "hf" / SIDECAR).write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="expected ffn_widths"):
+        convert(str(tmp_path / "hf"), str(tmp_path / "jax"))

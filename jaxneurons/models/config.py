@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-FAMILIES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "melhubert", "ast", "whisper")
+FAMILIES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "melhubert", "ast", "whisper", "tera")
 
 # HF `model_type` -> our family name.
 _MODEL_TYPES = {
@@ -90,6 +90,33 @@ class SpeechConfig:
     # `num_mel_bins` (80, or 128 for large-v3) and every input is padded to the window of
     # 2 * `max_source_positions` mel frames (3000 frames = 30 s for 1500 positions), as HF does.
     max_source_positions: int = 1500
+    # --- Authors' checkpoints (jaxneurons-convert of nervjack2/MelHuBERT and s3prl mockingjay/TERA) ---
+    # Every default keeps the models that existed before these fields (our "MelHuBERT-style" family) unchanged.
+    # MelHuBERT (Lin et al., ASRU 2023, arXiv:2211.09944; code nervjack2/MelHuBERT extract_feature.py): Kaldi
+    # fbank with a Hamming window on the waveform scaled by 2^15, normalised by the corpus mean/std the
+    # checkpoint was trained with, no LayerNorm before `pre_extract_proj`, and for 20 ms frames an odd last
+    # fbank frame kept with a zero second half.
+    fbank_window: str = "povey"  # Kaldi window of the fbank front end (melhubert: "hamming")
+    waveform_scale: float = 1.0  # waveform multiplied by this before the fbank (melhubert: 32768)
+    fbank_mean: tuple[float, ...] | None = None  # per-bin mean/std (the checkpoint's .npy); None: per-utterance MVN
+    fbank_std: tuple[float, ...] | None = None
+    input_layer_norm: bool = True  # LayerNorm on the stacked frames before the input projection (melhubert: no)
+    frame_stacking_pad: bool = False  # keep an incomplete last stacked frame, zero-padded (melhubert: yes)
+    mask_before_proj: bool = False  # time_mask replaces input frames (True) or projected frames (False)
+    conv_pos_depth: int = 1  # >1: fairseq's stack of convs (kernel max(3, K // depth), LN without affine, GELU)
+    # TERA / Mockingjay (Liu et al., TASLP 2021 arXiv:2007.06028; s3prl upstream/mockingjay): frames of an s3prl
+    # feature front end -> Linear `spec_transform` + sinusoidal position encoding -> LayerNorm -> BERT layers.
+    # "online_mel": s3prl OnlinePreprocessor (torch.stft centre/reflect, Hann 400/160, HTK mel, log(x + 1e-10));
+    # "kaldi_fbank": s3prl's kaldi extracter (torchaudio.compliance.kaldi.fbank defaults). Then `feature_delta`
+    # orders of deltas (window `delta_win_length`) and per-utterance CMVN with the unbiased std + 1e-10.
+    s3prl_features: str = "online_mel"
+    feature_log: bool = True
+    feature_delta: int = 0
+    delta_win_length: int = 5
+    feature_cmvn: bool = True
+    target_level_db: float | None = -25.0  # waveform scaled to this RMS level (online_mel only); None: not scaled
+    chunk_length: int = 0  # s3prl task.sequence_length: longer inputs run in equal chunks of at most this (0: no)
+    spec_head_dim: int = 0  # TERA's spectrogram prediction head output size (0: no head)
     # Bookkeeping: per-layer FFN widths after physical pruning (None: all equal intermediate_size).
     intermediate_sizes: tuple[int, ...] | None = None
 
@@ -128,10 +155,29 @@ class SpeechConfig:
                     raise ConfigError(f"Whisper {name} must be a positive int, got {value!r}")
             if self.hidden_size % 2:
                 raise ConfigError(f"Whisper hidden_size must be even (sinusoidal positions), got {self.hidden_size}")
+        self._check_s3prl_fields()
         if self.intermediate_sizes is not None and len(self.intermediate_sizes) != self.num_hidden_layers:
             raise ConfigError(
                 f"intermediate_sizes has {len(self.intermediate_sizes)} entries for {self.num_hidden_layers} layers"
             )
+
+    def _check_s3prl_fields(self) -> None:
+        if self.fbank_window not in ("povey", "hanning", "hamming", "rectangular"):
+            raise ConfigError(f"unknown fbank_window {self.fbank_window!r}")
+        if (self.fbank_mean is None) != (self.fbank_std is None):
+            raise ConfigError("fbank_mean and fbank_std must be given together")
+        if self.fbank_mean is not None:
+            if not (len(self.fbank_mean) == len(self.fbank_std) == self.num_mel_bins):
+                raise ConfigError(f"fbank_mean/fbank_std need {self.num_mel_bins} values (num_mel_bins), got "
+                                  f"{len(self.fbank_mean)}/{len(self.fbank_std)}")
+            if min(self.fbank_std) <= 0:
+                raise ConfigError("fbank_std must be > 0 in every bin")
+        if self.conv_pos_depth < 1:
+            raise ConfigError(f"conv_pos_depth must be >= 1, got {self.conv_pos_depth}")
+        if self.s3prl_features not in ("online_mel", "kaldi_fbank"):
+            raise ConfigError(f"s3prl_features must be 'online_mel' or 'kaldi_fbank', got {self.s3prl_features!r}")
+        if self.feature_delta < 0 or self.delta_win_length < 3 or self.chunk_length < 0 or self.spec_head_dim < 0:
+            raise ConfigError("feature_delta, chunk_length and spec_head_dim must be >= 0, delta_win_length >= 3")
 
     @property
     def head_dim(self) -> int:

@@ -34,6 +34,10 @@ def model_class(config: SpeechConfig) -> type[nnx.Module]:
         from jaxneurons.models.whisper import WhisperModel
 
         return WhisperModel
+    if config.family == "tera":
+        from jaxneurons.models.tera import TeraModel
+
+        return TeraModel
     raise ValueError(f"no model class for family {config.family!r}")
 
 

@@ -35,9 +35,15 @@ GENDERS = ("m", "f")
 def frame_geometry(config: SpeechConfig) -> ConvFrontEnd | FbankFrontEnd:
     """Receptive-field geometry of the model's frames."""
     if config.family == "melhubert":
+        if config.frame_stacking_pad:  # the authors' MelHuBERT keeps an odd last fbank frame (zero-padded)
+            return FbankFrontEnd(hop=160, window=400, stack=config.frame_stacking, remainder="pad")
         if config.frame_stacking != MELHUBERT_FBANK.stack:
             return FbankFrontEnd(hop=160, window=400, stack=config.frame_stacking)
         return MELHUBERT_FBANK
+    if config.family == "tera":
+        from jaxneurons.models.tera import frame_geometry as tera_geometry
+
+        return tera_geometry(config)
     if config.family == "ast":
         raise ValueError("AST models have patch tokens, not time frames: frame labels are undefined")
     if config.family == "whisper":
