@@ -9,6 +9,7 @@ overlap). The split, the training recipe, chance levels and confidence intervals
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,11 +44,15 @@ def probe_ablation(
     """Phone and gender probe results for the clean model, each zero-ablated set and its random control.
 
     ``neuron_sets``: name -> (L, D) bool. ``inventory`` is unused (the suite reads the manifest's phone set);
-    kept for the callers' signature. Returns ``ProbeSuite.drops`` plus ``"sizes"`` and ``"split"``.
+    kept for the callers' signature. Returns the legacy layout ``{"clean": {"phone_accuracy", "gender_accuracy"},
+    name: {...}, f"{name} (random)": {...}, "chance": {...}, "sizes", "split"}`` (each entry also carries
+    ``*_ci95`` and ``*_drop``), and the full ``ProbeSuite.drops`` result under ``"suite"``.
     """
     from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
 
     del inventory
+    if "gender" in tasks and len({u.gender for u in utts if u.gender in ("m", "f")}) < 2:
+        tasks = tuple(t for t in tasks if t != "gender")  # one gender: nothing to probe
     config = ProbeSuiteConfig(tasks=tuple(tasks), batch_size=batch_size, seed=seed,
                               **({"epochs": max_epochs} if max_epochs is not None else {}))
     suite = ProbeSuite(utts, config)
@@ -61,9 +66,23 @@ def probe_ablation(
         ablations[name] = sets.to_ablation(model, _set_name(name), label=name)
         control = random_control(np.asarray(mask, bool), seed + 1000 + k, exclude=union)
         ablations[f"{name} (random)"] = NeuronSets.selection_ablation(model, control, label=f"{name} (random)")
-    results = suite.drops(model, ablations)
+    drops = suite.drops(model, ablations)
+
+    def legacy(per_task: Mapping[str, dict]) -> dict[str, float]:
+        out = {}
+        for task, r in per_task.items():
+            out[f"{task}_accuracy"] = r["value"]
+            out[f"{task}_ci95"] = r["ci95"]
+            if "drop" in r:
+                out[f"{task}_drop"] = r["drop"]
+                out[f"{task}_drop_ci95"] = r["drop_ci95"]
+        return out
+
+    results: dict[str, Any] = {name: legacy(per_task) for name, per_task in drops.items()}
+    results["chance"] = {f"{t}_accuracy": r["chance"] for t, r in drops["clean"].items()}
     results["sizes"] = {name: int(np.asarray(m, bool).sum()) for name, m in neuron_sets.items()}
     results["split"] = {t: {"kind": kind, **split.sizes()} for t, (split, kind) in suite.splits.items()}
+    results["suite"] = {"config": dataclasses.asdict(config), "results": drops}
     return results
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
+from jaxneurons.config_flags import field_help
 from jaxneurons.data import BatchLoader, FrameLabelSpec, LabelVocab, Utterance, load_audio
 from jaxneurons.data.phones import PHONE_TYPES
 from jaxneurons.interventions.sets import Ablation
@@ -62,19 +63,21 @@ class ProbeSuiteConfig:
     from the end) as an int or a string, or ``"last"`` / ``"mid"`` (``L // 2``).
     """
 
-    tasks: tuple[str, ...] = ("phone", "gender")
-    layer: str = "last"
-    dev_fraction: float = 0.15
-    test_fraction: float = 0.25
-    epochs: int = 50
-    patience: int = 5
-    min_steps: int = 300
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 8  # utterances per forward batch
-    pad_seconds: float = 1.0  # audio padded to multiples of this: few shapes to compile
-    bootstrap_draws: int = 1000
-    seed: int = 0
+    tasks: tuple[str, ...] = field_help(("phone", "gender"), "Probe tasks: phone, phone_type, gender, speaker, "
+                                        "pitch or an utterance label key.")
+    layer: str = field_help("last", "Hidden state the probes read: an index (0 = input of layer 1, negative from "
+                            "the end), 'last' or 'mid'.")
+    dev_fraction: float = field_help(0.15, "Fraction of speakers in the dev split.")
+    test_fraction: float = field_help(0.25, "Fraction of speakers in the test split.")
+    epochs: int = field_help(50, "Maximum probe training epochs (early stopping on the dev loss).")
+    patience: int = field_help(5, "Epochs without dev-loss improvement before stopping.")
+    min_steps: int = field_help(300, "Minimum probe updates (small sets have few steps per epoch).")
+    learning_rate: float = field_help(1e-3, "Probe AdamW learning rate.")
+    weight_decay: float = field_help(1e-4, "Probe AdamW weight decay (kernels only).")
+    batch_size: int = field_help(8, "Utterances per forward batch of the feature extraction.")
+    pad_seconds: float = field_help(1.0, "Audio padded to multiples of this (few shapes to compile).")
+    bootstrap_draws: int = field_help(1000, "Bootstrap resamples of test utterances for the 95 % CIs.")
+    seed: int = field_help(0, "Seed of the split, the probes and the bootstrap.")
 
     def __post_init__(self) -> None:
         layer = self.layer
