@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
 PROBE = ProbeSuiteConfig(tasks=("phone",), epochs=2, min_steps=5, batch_size=3, bootstrap_draws=50)
-OPTIONS = HeadsConfig(batch_size=3, probe=PROBE, random_controls=2, single_head_ablation=True)
+OPTIONS = HeadsConfig(batch_size=3, probe=PROBE, random_controls=1, single_head_ablation=True, max_single_heads=2)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_head_ablation_reaches_the_forward_and_matches_the_probe(corpus):
     for layer in strong.encoder.layers:
         layer.attention.out_proj.kernel.value = layer.attention.out_proj.kernel.value * 100
     types = np.array([[0, 1], [2, 0]], np.int8)
-    options = HeadsConfig(probe=PROBE, random_controls=1)
+    options = HeadsConfig(probe=PROBE, random_controls=0)
     ab = run_ablation(strong, corpus, types, options)
     probe = ab["_probe"]
     from jaxneurons.probes import ProbeSuite
@@ -158,7 +158,7 @@ def test_pipeline_writes_results_directory(analysis, tmp_path):
     types = json.loads((root / "head_types.json").read_text())
     assert len(types["types"]) == 2 and len(types["types"][0]) == 2
     ablation = json.loads((root / "ablation.json").read_text())
-    assert set(ablation["results"]) == set(ab["names"]) and "head:1.1" in ablation["results"]
+    assert set(ablation["results"]) == set(ab["names"]) and "head:0.1" in ablation["results"]
     assert np.load(root / "arrays" / "metrics_mean.npy").shape == (2, 2, 3)
     for fig in ("head_types", "representative_heads", "ablation", "single_head", "diagonality"):
         assert (root / "figures" / f"{fig}.png").exists(), fig
@@ -181,19 +181,3 @@ def test_cli_heads(manifest, model, tmp_path):
     run = load_results(str(tmp_path / "res"))
     assert run["flags"]["options"]["min_diagonality"] == 0.1 and run["flags"]["options"]["normalize"] == "none"
     assert (tmp_path / "res" / "ablation.json").exists() and (tmp_path / "res" / "report.html").exists()
-
-
-@pytest.mark.slow
-def test_cross_language_experiment_smoke(tmp_path):
-    out = tmp_path / "xlang"
-    done = subprocess.run([sys.executable, "-m", "experiments.heads_cross_language", f"--out={out}", "--smoke"],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    comparison = json.loads((out / "comparison.json").read_text())
-    assert set(comparison) == {"en", "tr"}
-    for lang in ("en", "tr"):
-        assert load_results(str(out / lang))["kind"] == "heads"
-        assert comparison[lang]["split"] == "speaker_disjoint"
-        assert 0.0 <= comparison[lang]["baseline_accuracy"] <= 1.0
-        assert sum(comparison[lang]["type_counts"].values()) == 4  # tiny preset: 2 layers x 2 heads
-    assert (out / "report.html").exists() and (out / "figures" / "type_fractions.png").exists()

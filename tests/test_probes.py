@@ -517,8 +517,9 @@ def test_bootstrap_over_utterances_covers_the_truth():
 def test_probe_suite_config_and_errors():
     from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig, SplitError
 
-    assert ProbeSuiteConfig().hidden_state(12) == 12 and ProbeSuiteConfig(layer="mid").hidden_state(12) == 6
-    assert ProbeSuiteConfig(layer=-2).hidden_state(12) == 11 and ProbeSuiteConfig(layer=3).layer == "3"
+    assert ProbeSuiteConfig().hidden_states(12) == (12,) and ProbeSuiteConfig(layer="mid").hidden_states(12) == (6,)
+    assert ProbeSuiteConfig(layer=-2).hidden_states(12) == (11,) and ProbeSuiteConfig(layer=3).layer == "3"
+    assert ProbeSuiteConfig(layer="all").hidden_states(2) == (0, 1, 2)
     with pytest.raises(ValueError, match="layer"):
         ProbeSuiteConfig(layer="first")
     utts, audio = _level_corpus(num_speakers=2)
@@ -526,3 +527,28 @@ def test_probe_suite_config_and_errors():
         ProbeSuite(utts, ProbeSuiteConfig(tasks=("level",)), audio=audio)
     with pytest.raises(ValueError, match="neither a built-in task"):
         ProbeSuite(utts, ProbeSuiteConfig(tasks=("colour",)), audio=audio)
+
+
+def test_probe_suite_split_stratifies_by_speaker_constant_labels():
+    from jaxneurons.data import Utterance
+    from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
+
+    def corpus(num_speakers):
+        out = []
+        for s in range(num_speakers):
+            lang, gender = ("en", "tr")[s % 2], ("m", "f")[(s // 2) % 2]
+            out += [Utterance(f"s{s}_{k}", "/x.wav", f"s{s}", gender, None, 1.0, 16000, 16000,
+                              labels={"lang": lang}) for k in range(2)]
+        return out
+
+    utts = corpus(12)  # 3 speakers in each language x gender stratum
+    suite = ProbeSuite(utts, ProbeSuiteConfig(tasks=("lang",)))
+    split, kind = suite.splits["lang"]
+    assert kind == "speaker_disjoint_stratified_by_gender+lang"
+    for part in (split.train, split.dev, split.test):
+        assert {(utts[i].gender, utts[i].labels["lang"]) for i in part} == {("m", "en"), ("m", "tr"), ("f", "en"),
+                                                                            ("f", "tr")}
+    # 8 speakers: 2 per language x gender, 4 per gender -> gender only; 4 speakers: 2 per gender -> none
+    assert ProbeSuite(corpus(8), ProbeSuiteConfig(tasks=("lang",))).splits["lang"][1] == \
+        "speaker_disjoint_stratified_by_gender"
+    assert ProbeSuite(corpus(4), ProbeSuiteConfig(tasks=("lang",))).splits["lang"][1] == "speaker_disjoint"

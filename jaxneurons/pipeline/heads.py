@@ -277,7 +277,7 @@ def ablation_masks(types: np.ndarray, options: HeadsConfig) -> tuple[list[str], 
         add(f"remove:{name}", type_head_mask(types, name), kind="remove", type=name,
             **({"controls_impossible": impossible} if impossible else {}))
         add(f"keep_only:{name}", type_head_mask(types, name, keep_only=True), kind="keep_only", type=name)
-        if impossible:
+        if impossible or not options.random_controls:
             continue
         flat = of_type.reshape(1, -1)
         drawn = random_controls(flat, options.random_controls, seed=options.seed + 101 * t)

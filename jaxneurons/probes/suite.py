@@ -4,8 +4,10 @@ A researcher measuring "what does removing these neurons / heads do" needs numbe
 across studies, so every study goes through :class:`ProbeSuite`:
 
 1. **Split** (one policy): speaker-disjoint train / dev / test (:func:`jaxneurons.probes.speaker_disjoint_split`;
-   fractions are of speakers; stratified by gender when every utterance has a gender and each gender has
-   enough speakers for all three parts). Phones, phone types, gender, pitch and any utterance label are
+   fractions are of speakers), stratified so every part sees every class where the corpus allows it: by
+   gender and every utterance task whose label is constant within each speaker (language, corpus, ...) when
+   each such stratum has at least 3 speakers, else by gender alone when that holds, else not at all (the
+   kind used is recorded in every result's ``split``). Phones, phone types, gender, pitch and any utterance label are
    trained and tested on *different speakers*, so a probe cannot succeed by recognising the speaker.
    Speaker identification is the one exception, necessarily: its test speakers must be classes the probe was
    trained on, so it uses a within-speaker, utterance-disjoint split (:func:`within_speaker_split`).
@@ -42,7 +44,7 @@ from jaxneurons.data import BatchLoader, FrameLabelSpec, LabelVocab, Utterance, 
 from jaxneurons.data.phones import PHONE_TYPES
 from jaxneurons.interventions.sets import Ablation
 from jaxneurons.probes.features import FrameFeatures, extract_features, resolve_layers
-from jaxneurons.probes.probe import Probe, _encode, predict, train_probe
+from jaxneurons.probes.probe import Probe, _encode, evaluate, predict, train_probe
 from jaxneurons.probes.splits import Split, SplitError, speaker_disjoint_split, within_speaker_split
 
 __all__ = ["FRAME_TASKS", "ProbeSuite", "ProbeSuiteConfig", "bootstrap_ci"]
@@ -60,13 +62,14 @@ class ProbeSuiteConfig:
     ``min_steps`` 300, lr 1e-3, weight decay 1e-4; SUPERB-style frozen-feature probing) and the split
     fractions the property-neuron ablation used (dev 15 %, test 25 % of speakers).
     ``layer``: hidden-state index (0 = input of the first layer, ``L`` = output of the last; negative counts
-    from the end) as an int or a string, or ``"last"`` / ``"mid"`` (``L // 2``).
+    from the end) as an int or a string, ``"last"`` / ``"mid"`` (``L // 2``), or ``"all"`` (every hidden state,
+    combined by the probe's learned softmax layer weights, SUPERB-style).
     """
 
     tasks: tuple[str, ...] = field_help(("phone", "gender"), "Probe tasks: phone, phone_type, gender, speaker, "
                                         "pitch or an utterance label key.")
     layer: str = field_help("last", "Hidden state the probes read: an index (0 = input of layer 1, negative from "
-                            "the end), 'last' or 'mid'.")
+                            "the end), 'last', 'mid', or 'all' (SUPERB-style learned weighted sum of all L + 1).")
     dev_fraction: float = field_help(0.15, "Fraction of speakers in the dev split.")
     test_fraction: float = field_help(0.25, "Fraction of speakers in the test split.")
     epochs: int = field_help(50, "Maximum probe training epochs (early stopping on the dev loss).")
@@ -83,8 +86,8 @@ class ProbeSuiteConfig:
         layer = self.layer
         if isinstance(layer, int | np.integer) and not isinstance(layer, bool):
             object.__setattr__(self, "layer", str(int(layer)))
-        elif not (isinstance(layer, str) and (layer in ("last", "mid") or layer.lstrip("-").isdigit())):
-            raise ValueError(f"ProbeSuiteConfig.layer must be an int, 'last' or 'mid', got {layer!r}")
+        elif not (isinstance(layer, str) and (layer in ("last", "mid", "all") or layer.lstrip("-").isdigit())):
+            raise ValueError(f"ProbeSuiteConfig.layer must be an int, 'last', 'mid' or 'all', got {layer!r}")
         if isinstance(self.tasks, str):
             object.__setattr__(self, "tasks", tuple(t for t in self.tasks.split(",") if t))
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
@@ -92,13 +95,15 @@ class ProbeSuiteConfig:
         if self.epochs < 1 or self.patience < 1 or self.batch_size < 1 or self.bootstrap_draws < 1:
             raise ValueError("epochs, patience, batch_size and bootstrap_draws must be >= 1")
 
-    def hidden_state(self, num_layers: int) -> int:
-        """The hidden-state index ``layer`` names for a model of ``num_layers`` layers."""
+    def hidden_states(self, num_layers: int) -> tuple[int, ...]:
+        """The hidden-state indices ``layer`` names for a model of ``num_layers`` layers."""
         if self.layer == "last":
-            return num_layers
+            return (num_layers,)
         if self.layer == "mid":
-            return num_layers // 2
-        return resolve_layers(int(self.layer), num_layers + 1)[0]
+            return (num_layers // 2,)
+        if self.layer == "all":
+            return tuple(range(num_layers + 1))
+        return resolve_layers(int(self.layer), num_layers + 1)
 
 
 def bootstrap_ci(numerator: np.ndarray, denominator: np.ndarray, draws: np.ndarray) -> list[float]:
@@ -143,6 +148,8 @@ class ProbeSuite:
         self._f0: dict[int, np.ndarray] | None = None
         self._check_tasks()
         self._make_splits()
+        self._test_ids = {self.utts[i].utt_id for i in self._test_indices()}
+        self._cache: dict[str, np.ndarray] = {}
 
     # ---------------------------------------------------------------- set-up
 
@@ -163,12 +170,7 @@ class ProbeSuite:
         speakers = [u.speaker for u in self.utts]
         kw = dict(dev_fraction=cfg.dev_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
         if any(t != "speaker" for t in cfg.tasks):
-            genders = [u.gender for u in self.utts]
-            stratify = None
-            if all(g in GENDERS for g in genders):
-                per_gender = {g: {s for s, gg in zip(speakers, genders, strict=True) if gg == g} for g in GENDERS}
-                if all(len(v) >= 3 for v in per_gender.values()):
-                    stratify = genders
+            stratify, strata_what = self._strata(speakers)
             try:
                 split = speaker_disjoint_split(speakers, stratify=stratify, **kw)
             except SplitError as e:
@@ -176,9 +178,32 @@ class ProbeSuite:
                                  "give a corpus with at least 3 speakers)") from None
             for t in cfg.tasks:
                 if t != "speaker":
-                    self.splits[t] = (split, "speaker_disjoint" + ("_gender_stratified" if stratify else ""))
+                    self.splits[t] = (split, "speaker_disjoint" + (f"_stratified_by_{strata_what}" if stratify else ""))
         if "speaker" in cfg.tasks:
             self.splits["speaker"] = (within_speaker_split(speakers, **kw), "within_speaker")
+
+    def _strata(self, speakers: Sequence[str | None]) -> tuple[list[str] | None, str]:
+        """Speaker strata for the split: the finest of (gender + every utterance task whose label is constant
+        within each speaker, e.g. language or corpus), (gender) and (none) in which every stratum has at least
+        3 speakers, so each part sees every class where the corpus allows it."""
+        by_speaker: dict[str, list[int]] = {}
+        for i, s in enumerate(speakers):
+            by_speaker.setdefault(str(s), []).append(i)
+        keys = []
+        if all(u.gender in GENDERS for u in self.utts):
+            keys.append("gender")
+        keys += [t for t in self.config.tasks if t not in FRAME_TASKS and t not in ("gender", "speaker")
+                 and all(len({self._utt_value(t, self.utts[i]) for i in idx}) == 1 for idx in by_speaker.values())]
+        for use in (keys, keys[:1] if keys[:1] == ["gender"] else []):
+            if not use:
+                break
+            values = ["|".join(str(self._utt_value(k, u)) for k in use) for u in self.utts]
+            per_stratum: dict[str, set] = {}
+            for v, s in zip(values, speakers, strict=True):
+                per_stratum.setdefault(v, set()).add(s)
+            if all(len(v) >= 3 for v in per_stratum.values()):
+                return values, "+".join(use)
+        return None, ""
 
     def _label_specs(self) -> dict[str, FrameLabelSpec]:
         specs = {}
@@ -199,7 +224,12 @@ class ProbeSuite:
     def _load(self, u: Utterance) -> np.ndarray:
         if self._audio is not None:
             return self._audio[u.utt_id]
-        return load_audio(u.path, 16000)
+        if u.utt_id in self._cache:
+            return self._cache[u.utt_id]
+        audio = load_audio(u.path, 16000)
+        if u.utt_id in self._test_ids:  # decoded once: every ablation re-reads only the test utterances
+            self._cache[u.utt_id] = audio
+        return audio
 
     def _pitch(self, model: nnx.Module, idx: Sequence[int]) -> dict[int, np.ndarray]:
         """F0 (Hz, 0 unvoiced) per model frame of utterances ``idx`` by YIN, computed once per utterance."""
@@ -233,8 +263,8 @@ class ProbeSuite:
         utt_tasks = [t for t in cfg.tasks if t not in FRAME_TASKS]
         values = {"_utt": idx, **{t: np.asarray([self._utt_value(t, u) for u in utts], dtype=object)
                                   for t in utt_tasks}}
-        layer = cfg.hidden_state(model.config.num_hidden_layers)
-        feats = extract_features(model, loader, layers=[layer], frame_label_keys=tuple(self._label_specs()),
+        layers = list(cfg.hidden_states(model.config.num_hidden_layers))
+        feats = extract_features(model, loader, layers=layers, frame_label_keys=tuple(self._label_specs()),
                                  utt_label_values=values, **(ablation.kwargs() if ablation is not None else {}))
         feats = feats.subset(np.argsort(feats.utt_labels["_utt"], kind="stable"))  # manifest order
         if "pitch" in cfg.tasks:
@@ -278,7 +308,7 @@ class ProbeSuite:
             try:
                 if task == "phone":
                     probe = train_probe("frame_classification", train, dev, num_classes=self._inventory.size,
-                                        class_names=self._inventory.vocab.labels, **common)
+                                        class_names=self._inventory.vocab.labels, per=True, **common)
                 elif task == "phone_type":
                     probe = train_probe("frame_classification", train, dev, num_classes=len(PHONE_TYPES),
                                         class_names=list(PHONE_TYPES), **common)
@@ -292,7 +322,8 @@ class ProbeSuite:
         return self._evaluate_features(feats)
 
     def evaluate(self, model: nnx.Module, ablation: Ablation | None = None) -> dict[str, dict]:
-        """Per task ``{"metric", "value", "ci95", "chance", "n", "n_utterances", "per_class", "split"}`` on the
+        """Per task ``{"metric", "value", "ci95", "chance", "n", "n_utterances", "per_class" (accuracy per class),
+        "per_class_n" (test examples per class), "split"}`` on the
         test split, with the probes of :meth:`fit` applied unchanged to ``model`` under ``ablation``."""
         return {t: s.result for t, s in self._stats(model, ablation).items()}
 
@@ -334,7 +365,8 @@ class ProbeSuite:
                 result = {"metric": "r2_log_f0", "value": value, "ci95": [float(lo), float(hi)],
                           "chance": _r2(chance_sse, total.sum(), st.sum(), stt.sum()),
                           "chance_what": "predict the training mean log-F0", "n": int(ok.sum()),
-                          "n_utterances": int((total > 0).sum()), "per_class": {}, "split": kind}
+                          "n_utterances": int((total > 0).sum()), "per_class": {}, "per_class_n": {},
+                          "split": kind}
                 out[task] = _TaskStats("r2_log_f0", sse, total, {"st": st, "stt": stt}, result)
                 continue
             ok = y >= 0
@@ -343,16 +375,20 @@ class ProbeSuite:
             total = np.bincount(utt[ok], minlength=n_utt).astype(np.float64)
             if total.sum() == 0:
                 raise ValueError(f"ProbeSuite: no labelled test examples for task {task!r}")
-            per_class = {}
+            per_class, per_class_n = {}, {}
             for c in np.unique(y[ok]):
                 sel = ok & (y == c)
                 per_class[cfg.classes[c]] = float(hit[sel].mean())
+                per_class_n[cfg.classes[c]] = int(sel.sum())
             result = {"metric": "accuracy", "value": float(correct.sum() / total.sum()),
                       "ci95": bootstrap_ci(correct, total, self._draws(n_utt)),
                       "chance": float((y[ok] == cfg.majority_class).mean()),
                       "chance_what": f"always the training majority class {cfg.classes[cfg.majority_class]!r}",
                       "n": int(total.sum()), "n_utterances": int((total > 0).sum()), "per_class": per_class,
-                      "split": kind}
+                      "per_class_n": per_class_n, "split": kind}
+            if cfg.per:  # phone error rate by frame-merge decoding, with its chance level
+                ev = evaluate(probe, test)
+                result.update(per=ev["per"], per_chance=ev["chance"]["per"])
             out[task] = _TaskStats("accuracy", correct, total, {}, result)
         return out
 
