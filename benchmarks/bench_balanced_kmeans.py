@@ -1,7 +1,8 @@
 """Benchmark: our JAX balanced k-means (MoEfication) vs the `k-means-constrained` package.
 
-Problem: D = 3072 neuron rows of d_model = 768, L2-normalised (as MoEfication does with W1),
-split = 96 -> 32 clusters of exactly 96. Two data sets:
+Problem: D = 3072 neuron rows of d_model = 768, L2-normalised (as MoEfication does with W1), split
+into MoEfication's 96 experts of exactly 32 neurons (``--expert_size``, default 32 as in
+jaxneurons.scoring.moefication). Two data sets:
   * random: i.i.d. standard-normal rows (almost no cluster structure);
   * structured: rows drawn around 40 random unit centres plus isotropic noise.
 
@@ -26,7 +27,7 @@ import time
 import jax
 import numpy as np
 
-from jaxneurons.scoring.moefication import balanced_kmeans
+from jaxneurons.scoring.moefication import DEFAULT_EXPERT_SIZE, balanced_kmeans, num_experts
 
 
 def make_data(kind: str, n: int = 3072, d: int = 768, n_centres: int = 40, seed: int = 0) -> np.ndarray:
@@ -68,13 +69,14 @@ def run_ours(x: np.ndarray, k: int, seed: int, n_init: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--split", type=int, default=96)
+    ap.add_argument("--expert_size", type=int, default=DEFAULT_EXPERT_SIZE, help="neurons per expert")
     ap.add_argument("--no-ninit10", action="store_true", help="skip the n_init=10 comparison")
     ap.add_argument("--out", default=None, help="write a Markdown report here")
     args = ap.parse_args()
 
     n, d = 3072, 768
-    k, size = n // args.split, args.split
+    size = args.expert_size
+    k = num_experts(n, expert_size=size)
     import k_means_constrained
 
     load0 = os.getloadavg()
@@ -87,6 +89,7 @@ def main() -> None:
     emit("# Balanced k-means: jaxneurons vs k-means-constrained")
     emit()
     emit(f"Command (repo root): `PYTHONPATH=. python benchmarks/bench_balanced_kmeans.py --seeds {args.seeds}"
+         f" --expert_size {size}"
          f"{' --no-ninit10' if args.no_ninit10 else ''} --out benchmarks/balanced_kmeans.md`")
     emit()
     emit(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared with other jobs "

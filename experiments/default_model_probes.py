@@ -2,14 +2,16 @@
 
     python experiments/default_model_probes.py --model default --out docs/default_model_probes.json
 
-On a held-out synthetic corpus (speakers the model never heard): frame phone accuracy and PER (frame-merge)
-with a SUPERB-style learned weighted sum of all layers, utterance-level gender (speaker-disjoint split) and
-speaker identification (utterance-disjoint within each speaker), each with its chance level. The same
-architecture with random weights (same seed scheme as ``build_model``) is probed identically.
+On a held-out synthetic corpus (speakers the model never heard), the :class:`jaxneurons.probes.ProbeSuite` (the
+one split policy and training recipe of every study) on a SUPERB-style learned weighted sum of all layers:
+frame phone accuracy and PER (frame-merge), utterance-level gender (speaker-disjoint) and speaker
+identification (within-speaker, utterance-disjoint), each with a 95 % CI over test utterances and its chance
+level. The same architecture with random weights is probed identically. Flags: DefaultModelProbesConfig.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -17,61 +19,32 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-flags.DEFINE_string("model", "default", "Model directory or 'default'.")
-flags.DEFINE_string("workdir", "runs/default_model_probes", "Corpus location.")
-flags.DEFINE_string("out", None, "JSON file for the table (also printed as Markdown).")
-flags.DEFINE_integer("num_speakers", 32, "Held-out speakers (32: about 90 test utterances for speaker ID).")
-flags.DEFINE_float("minutes", 24.0, "Minutes of held-out audio.")
-flags.DEFINE_integer("seed", 777, "Corpus seed (the default model was trained on seed 1).")
-flags.DEFINE_integer("max_epochs", 40, "Probe training epochs.")
-flags.DEFINE_string("curve", None, "PNG file for the model's training curve (from its metrics.jsonl), if any.")
-flags.DEFINE_integer("curve_window", 50, "Steps of the running mean drawn in the training curve.")
-FLAGS = flags.FLAGS
+from jaxneurons.config_flags import config_from_flags, define_config_flags, field_help
+from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
 
 
-def probe_model(model, utts, inventory, max_epochs: int, seed: int = 0) -> dict:
-    from jaxneurons.data import BatchLoader, FrameLabelSpec
-    from jaxneurons.pipeline.labels import GENDERS, frame_geometry
-    from jaxneurons.probes import (
-        evaluate,
-        extract_features,
-        speaker_disjoint_split,
-        train_gender_probe,
-        train_phone_probe,
-        train_speaker_probe,
-        within_speaker_split,
-    )
+@dataclasses.dataclass(frozen=True)
+class DefaultModelProbesConfig:
+    """The quality table of docs/default_model.md: a held-out synthetic corpus, the ProbeSuite on all layers."""
 
-    loader = BatchLoader(utts, 8, frame_geometry(model.config),
-                         labels={"phone": FrameLabelSpec("phones", inventory.vocab, frames="all", ignore=("sil",))})
-    speakers_all = sorted({u.speaker for u in utts})
-    values = {"utt": np.arange(len(utts)),
-              "gender": np.array([GENDERS.index(u.gender) for u in utts]),
-              "speaker": np.array([speakers_all.index(u.speaker) for u in utts])}
-    feats = extract_features(model, loader, layers="all", frame_label_keys=("phone",), utt_label_values=values)
-    order = np.asarray(feats.utt_labels["utt"])
-    speakers = [utts[i].speaker for i in order]
-    gender = np.asarray(feats.utt_labels["gender"])
-    split = speaker_disjoint_split(speakers, dev_fraction=0.15, test_fraction=0.25, seed=seed, stratify=gender)
-    phone = train_phone_probe(feats.subset(split.train), feats.subset(split.dev), num_classes=inventory.size,
-                              class_names=inventory.vocab.labels, max_epochs=max_epochs, seed=seed)
-    phone_eval = evaluate(phone, feats.subset(split.test))
-    pooled = feats.pooled()
-    sex = train_gender_probe(pooled.subset(split.train), pooled.subset(split.dev), num_classes=2,
-                             class_names=list(GENDERS), seed=seed)
-    sex_eval = evaluate(sex, pooled.subset(split.test))
-    within = within_speaker_split(speakers, dev_fraction=0.2, test_fraction=0.2, seed=seed)
-    spk = train_speaker_probe(pooled.subset(within.train), pooled.subset(within.dev),
-                              num_classes=len(speakers_all), seed=seed)
-    spk_eval = evaluate(spk, pooled.subset(within.test))
-    return {
-        "phone_accuracy": phone_eval["accuracy"], "phone_chance": phone_eval["chance"]["accuracy"],
-        "phone_per": phone_eval.get("per"), "phone_per_chance": phone_eval["chance"].get("per"),
-        "gender_accuracy": sex_eval["accuracy"], "gender_chance": sex_eval["chance"]["accuracy"],
-        "speaker_accuracy": spk_eval["accuracy"], "speaker_chance": spk_eval["chance"]["accuracy"],
-        "phone_layer_weights": np.asarray(phone.layer_weights).round(3).tolist(),
-        "split": split.sizes(), "speaker_split": within.sizes(),
-    }
+    model: str = field_help("default", "Model directory or 'default'.")
+    workdir: str = field_help("runs/default_model_probes", "Corpus location.")
+    num_speakers: int = field_help(32, "Held-out speakers (32: about 90 test utterances for speaker ID).")
+    minutes: float = field_help(24.0, "Minutes of held-out audio.")
+    seed: int = field_help(777, "Corpus seed (the default model was trained on seed 1).")
+    curve: str = field_help("", "PNG file for the model's training curve (from its metrics.jsonl), if any.")
+    curve_window: int = field_help(50, "Steps of the running mean drawn in the training curve.")
+    probe: ProbeSuiteConfig = ProbeSuiteConfig(tasks=("phone", "gender", "speaker"), layer="all")
+
+
+def probe_model(model, utts, config: ProbeSuiteConfig) -> dict:
+    """The suite's clean results (value, 95 % CI, chance per task), trained and tested on ``model``."""
+    suite = ProbeSuite(utts, config)
+    results = suite.fit(model)
+    out = {"results": results, "split": {t: {"kind": k, **s.sizes()} for t, (s, k) in suite.splits.items()}}
+    if "phone" in suite.probes:
+        out["phone_layer_weights"] = np.asarray(suite.probes["phone"].layer_weights).round(3).tolist()
+    return out
 
 
 def plot_training_curve(model_dir: str, path: str, window: int) -> str:
@@ -95,43 +68,54 @@ def plot_training_curve(model_dir: str, path: str, window: int) -> str:
                           xlabel="optimizer step (both iterations)")
 
 
+def _cell(r: dict, key: str = "value", chance: str = "chance") -> str:
+    return f"{r[key]:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] ({r[chance]:.3f})" if key == "value" else \
+        f"{r[key]:.3f} ({r[chance]:.3f})"
+
+
 def main(_: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     from jaxneurons.assets import resolve_model_path
     from jaxneurons.data import generate_corpus, read_manifest
     from jaxneurons.models import build_model
     from jaxneurons.models.checkpoint import load_model
-    from jaxneurons.pipeline.labels import PhoneInventory, manifest_phone_set
     from jaxneurons.results import write_json
 
+    cfg = config_from_flags(DefaultModelProbesConfig)
     t0 = time.time()
-    manifest = generate_corpus(os.path.join(FLAGS.workdir, "corpus"), FLAGS.num_speakers, FLAGS.minutes, ["en"],
-                               seed=FLAGS.seed, progress=False)
+    manifest = generate_corpus(os.path.join(cfg.workdir, "corpus"), cfg.num_speakers, cfg.minutes, ["en"],
+                               seed=cfg.seed, progress=False)
     utts = read_manifest(manifest)
-    inventory = PhoneInventory.of(manifest_phone_set(utts))
-    path = resolve_model_path(FLAGS.model)
+    path = resolve_model_path(cfg.model)
     trained = load_model(path)
-    rows = {"trained": probe_model(trained, utts, inventory, FLAGS.max_epochs),
-            "random init": probe_model(build_model(trained.config, seed=0), utts, inventory, FLAGS.max_epochs)}
-    table = {"model": FLAGS.model if FLAGS.model == "default" else path,
-             "corpus": {"manifest": manifest, "utterances": len(utts), "speakers": FLAGS.num_speakers,
-                        "minutes": FLAGS.minutes, "seed": FLAGS.seed},
+    rows = {"trained": probe_model(trained, utts, cfg.probe),
+            "random init": probe_model(build_model(trained.config, seed=0), utts, cfg.probe)}
+    table = {"model": cfg.model if cfg.model == "default" else path,
+             "corpus": {"manifest": manifest, "utterances": len(utts), "speakers": cfg.num_speakers,
+                        "minutes": cfg.minutes, "seed": cfg.seed},
+             "config": dataclasses.asdict(cfg),
              "command": "python experiments/default_model_probes.py " + " ".join(sys.argv[1:]),
              "wall_seconds": round(time.time() - t0), "results": rows}
-    lines = ["| model | phone acc. (chance) | PER (chance) | gender acc. (chance) | speaker ID acc. (chance) |",
-             "|---|---|---|---|---|"]
+    tasks = cfg.probe.tasks
+    lines = ["| model | " + " | ".join(f"{t} acc. [95 % CI] (chance)" for t in tasks)
+             + (" | PER (chance) |" if "phone" in tasks else " |"),
+             "|---|" + "---|" * (len(tasks) + ("phone" in tasks))]
     for name, r in rows.items():
-        per = f"{r['phone_per']:.3f} ({r['phone_per_chance']:.3f})" if r["phone_per"] is not None else "n/a"
-        lines.append(f"| {name} | {r['phone_accuracy']:.3f} ({r['phone_chance']:.3f}) | {per} | "
-                     f"{r['gender_accuracy']:.3f} ({r['gender_chance']:.3f}) | "
-                     f"{r['speaker_accuracy']:.3f} ({r['speaker_chance']:.3f}) |")
+        res = r["results"]
+        cells = [_cell(res[t]) for t in tasks] + ([_cell(res["phone"], "per", "per_chance")] if "phone" in tasks
+                                                  else [])
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table["markdown"] = "\n".join(lines)
     print(table["markdown"])
-    if FLAGS.curve:
-        table["curve"] = plot_training_curve(path, FLAGS.curve, FLAGS.curve_window)
+    if cfg.curve:
+        table["curve"] = plot_training_curve(path, cfg.curve, cfg.curve_window)
     if FLAGS.out:
         write_json(FLAGS.out, table)
 
 
+FLAGS = flags.FLAGS
+
 if __name__ == "__main__":
+    flags.DEFINE_string("out", None, "JSON file for the table (also printed as Markdown).")
+    define_config_flags(DefaultModelProbesConfig)
     app.run(main)

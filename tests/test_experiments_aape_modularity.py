@@ -1,4 +1,4 @@
-"""Studies 3 (AAPE) and 5 (modularity) launchers: helper units and tiny end-to-end runs.
+"""Study 3 (AAPE) launcher: helper units and a tiny end-to-end run (modularity: tests/test_study_modularity.py).
 
 The launchers run as subprocesses (``python -m experiments.X``): every launcher defines absl flags such as
 ``--out``, and two of them in one process would clash.
@@ -6,7 +6,6 @@ The launchers run as subprocesses (``python -m experiments.X``): every launcher 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -148,60 +147,3 @@ def test_aape_launcher_smoke(tmp_path, tiny_model):
 def _classes(out, task):
     with open(os.path.join(out, "scan-trained", "neurons.json")) as f:
         return list(json.load(f)[f"aape:A.{task}"])
-
-
-@pytest.fixture(scope="module")
-def two_corpora(tmp_path_factory):
-    from jaxneurons.data import generate_corpus
-
-    root = tmp_path_factory.mktemp("corpora")
-    return [generate_corpus(str(root / f"c{s}"), num_speakers=4, minutes=0.5, languages=["en", "tr"], seed=s,
-                            progress=False) for s in (21, 22)]
-
-
-def test_modularity_launcher_smoke(tmp_path, tiny_model, two_corpora):
-    out = str(tmp_path / "mod")
-    fractions = [0.02, 0.05, 0.2]
-    _launch("experiments.modularity", f"--out={out}", f"--model={tiny_model}", f"--manifest={two_corpora[0]}",
-            f"--manifest_b={two_corpora[1]}", "--tasks=language,gender,corpus",
-            f"--fractions={','.join(map(str, fractions))}", "--report_fraction=0.05", "--moe_split=16",
-            "--null_draws=20", "--batch_size=8")
-    _check_report(out)
-    sets = _load(out, "sets")
-    names = sets["names"]
-    assert names == ["language:en", "language:tr", "gender:f", "gender:m", "corpus:A", "corpus:B"]
-    for model in ("trained", "random-init"):
-        for f in fractions:
-            sizes = sets["sizes"][model][str(f)]
-            assert all(v["size"] == int(f * 128) for v in sizes.values())  # global top fraction of all L x D
-            stacked = np.load(os.path.join(out, "arrays", f"{model}__sets__{f:g}.npy"))
-            assert stacked.shape == (len(names), 2, 64)
-            assert [int(s.sum()) for s in stacked] == [sizes[n]["size"] for n in names]
-    # nested masks: a larger fraction prunes a superset
-    small = np.load(os.path.join(out, "arrays", "trained__sets__0.02.npy"))
-    big = np.load(os.path.join(out, "arrays", "trained__sets__0.2.npy"))
-    assert np.all(big | ~small)
-    overlaps = _load(out, "overlaps")
-    iou = np.array(overlaps["trained"]["0.05"]["iou"]["observed"], float)
-    assert iou.shape == (6, 6) and np.allclose(np.diag(iou), 1.0) and np.allclose(iou, iou.T, equal_nan=True)
-    moe = _load(out, "moefication")
-    for model in ("trained", "random-init"):
-        assert moe[model]["n_experts"] == 64 // 16
-        ids = np.load(os.path.join(out, "arrays", f"{model}__moe_cluster_ids.npy"))
-        assert all(np.bincount(layer, minlength=4).tolist() == [16] * 4 for layer in ids)  # balanced experts
-        stacked = np.load(os.path.join(out, "arrays", f"{model}__sets__0.05.npy"))
-        for k, n in enumerate(names):
-            dist = np.array(moe[model]["distribution"][f"{n}@0.05"])
-            assert dist.sum(1).tolist() == stacked[k].sum(1).tolist()
-    twin = _load(out, "twin_overlap")
-    assert set(twin) == {str(f) for f in fractions} and set(twin["0.05"]) == set(names)
-
-
-def test_modularity_helpers_do_not_define_flags():
-    """Importing both launchers' helpers in one process must not define (and clash on) absl flags."""
-    from absl import flags
-
-    import experiments.modularity  # noqa: F401
-
-    assert "report_fraction" not in flags.FLAGS and "shared_tasks" not in flags.FLAGS
-    assert dataclasses.is_dataclass(Task)

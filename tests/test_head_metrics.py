@@ -176,13 +176,23 @@ def test_streaming_end_to_end_from_attention():
     assert fin["count"].max() == 2 and fin["n_nan"].sum() == 0  # padding row is not data
 
 
+def test_typing_is_raw_by_default_and_zscore_only_an_option():
+    """METHODS section 4: a head's type is its largest raw [0, 1] metric. Here every head is global in raw
+    terms, so no head may be typed diagonal or vertical; z-scoring across heads (the old default) invents them."""
+    all_global = np.array([[[0.30, 0.10, 0.90], [0.45, 0.20, 0.80]],
+                           [[0.20, 0.35, 0.95], [0.40, 0.15, 0.85]]])
+    assert (head_types(all_global) == HEAD_TYPES.index("global")).all()
+    z = head_types(all_global, normalize="zscore")
+    assert {HEAD_TYPES[i] for i in z.ravel()} >= {"diagonal", "vertical"}  # what the option does
+
+
 def test_typing_normalisation_thresholds_and_masks():
-    # Raw diagonality is high everywhere, so raw argmax would call every head diagonal; z-scoring
-    # across heads finds the heads that stand out on each metric.
+    # Raw diagonality is high everywhere: raw argmax (the default) calls every head diagonal; z-scoring
+    # across heads (an option) finds the heads that stand out on each metric.
     m = np.array([[[0.95, 0.10, 0.20], [0.90, 0.60, 0.20]],
                   [[0.90, 0.10, 0.70], [0.92, 0.12, 0.22]]])
-    assert head_types(m, normalize="none").tolist() == [[0, 0], [0, 0]]
-    t = head_types(m)
+    assert head_types(m).tolist() == [[0, 0], [0, 0]]
+    t = head_types(m, normalize="zscore")
     assert t[0, 1] == HEAD_TYPES.index("vertical") and t[1, 0] == HEAD_TYPES.index("global")
     assert head_types(m, normalize="minmax")[0, 0] == HEAD_TYPES.index("diagonal")
     th = head_types(m, thresholds={"diagonality": 0.99, "verticality": 0.5, "globalness": 0.5})

@@ -105,24 +105,43 @@ def test_moefy_layers_and_validation():
     rng = np.random.default_rng(4)
     x, truth = blobs(rng, k=4, per=12, d=8)
     w1 = x * rng.uniform(0.5, 3.0, (48, 1)).astype(np.float32)  # row scale must not matter
-    res = moefy_layer(w1, split=12)
+    res = moefy_layer(w1, expert_size=12)
     assert res.labels.shape == (48,) and np.all(np.bincount(res.labels) == 12)
+    np.testing.assert_array_equal(moefy_layer(w1, 4).labels, res.labels)  # 4 experts == experts of 12
     np.testing.assert_allclose(np.linalg.norm(normalize_rows(w1), axis=1), 1.0, rtol=1e-6)
-    ids = moefy(np.stack([w1, w1[::-1]]), split=12)
+    ids = moefy(np.stack([w1, w1[::-1]]), expert_size=12)
     assert ids.shape == (2, 48) and ids.dtype == np.int32
     np.testing.assert_array_equal(ids[0], res.labels)
-    one = moefy_layer(w1, split=48)  # D == split: a single expert
+    one = moefy_layer(w1, 1)  # a single expert
     assert np.all(one.labels == 0) and one.centroids.shape == (1, 8)
     with pytest.raises(ValueError, match="does not divide"):
-        moefy_layer(w1, split=96)
+        moefy_layer(w1, expert_size=96)
+    with pytest.raises(ValueError, match="give one of them"):
+        moefy_layer(w1, 4, expert_size=24)
     with pytest.raises(ValueError, match="transposed"):
-        moefy_layer(np.ones((10, 24), np.float32), split=12)
+        moefy_layer(np.ones((10, 24), np.float32), expert_size=12)
     bad = w1.copy()
     bad[5] = 0
     with pytest.raises(ValueError, match="all-zero"):
-        moefy_layer(bad, split=12)
+        moefy_layer(bad, expert_size=12)
     with pytest.raises(ValueError, match=r"\(L, D, d_model\)"):
-        moefy(w1, split=12)
+        moefy(w1, expert_size=12)
+
+
+def test_moefication_counts_experts_not_expert_size():
+    """MoEfication's split_num is the NUMBER of experts; the default is experts of 32 neurons (96 at D = 3072,
+    24 at D = 768). The old code read 96 as the expert size (D / 96 experts): 8 experts of 96 at D = 768."""
+    from jaxneurons.scoring.moefication import DEFAULT_EXPERT_SIZE, num_experts
+
+    assert DEFAULT_EXPERT_SIZE == 32
+    assert num_experts(3072) == 96 and num_experts(768) == 24
+    assert num_experts(3072, 96) == 96 and num_experts(768, expert_size=96) == 8
+    w1 = np.random.default_rng(0).standard_normal((192, 8)).astype(np.float32)
+    labels = moefy_layer(w1, 96, max_iter=2).labels  # 96 experts of 2 neurons, not 2 experts of 96
+    assert np.bincount(labels).tolist() == [2] * 96
+    assert np.bincount(moefy_layer(w1, max_iter=2).labels).tolist() == [32] * 6  # default: experts of 32
+    with pytest.raises(TypeError):
+        moefy_layer(w1, split=96)  # the ambiguous name is gone
 
 
 def test_cluster_distribution_and_concentration():

@@ -1,12 +1,14 @@
 """Head typing: diagonal / vertical / global, and head masks by type for ablation.
 
-A head's type is the metric on which it stands out most *relative to the other heads of the
-model*: each metric is normalised across all L x H heads (``normalize="zscore"`` default, or
-``"minmax"``, or ``"none"`` to compare raw values, which only makes sense for the [0, 1]
-kinds), and the head takes the type of its largest normalised metric (ties: the earlier type in
-:data:`HEAD_TYPES`). Optional absolute thresholds (metric name -> minimum raw value) restrict
-which types a head may take; a head that meets none is untyped (-1). Heads with NaN metrics
-(no data) are untyped.
+A head's type is its largest metric. By default (``normalize="none"``, METHODS section 4, arXiv
+2409.03115) the metrics are compared as they are: the normalised kinds of diagonality, verticality
+and globalness all lie in [0, 1], so a head whose attention is spread is global whatever the other
+heads do, and a model whose heads are all global has only global heads. ``"zscore"`` / ``"minmax"``
+(options only) first normalise each metric across the model's L x H heads, i.e. type a head by the
+metric on which it stands out *relative to the other heads*; that gives every model all three types
+by construction, so it is not the default. Optional absolute thresholds (metric name -> minimum raw
+value) restrict which types a head may take; a head that meets none is untyped (-1). Ties: the
+earlier type in :data:`HEAD_TYPES`. Heads with NaN metrics (no data) are untyped.
 
 Ablation (study 4): multiply a head's attention probabilities by 0 after the softmax;
 :func:`type_head_mask` builds the (L, H) multiplier for "all heads of one type" or "all but one
@@ -28,7 +30,7 @@ UNTYPED = -1
 NORMALIZATIONS = ("zscore", "minmax", "none")
 
 
-def normalize_metrics(mean_metrics, normalize: str = "zscore") -> np.ndarray:
+def normalize_metrics(mean_metrics, normalize: str = "none") -> np.ndarray:
     """Normalise each metric across all heads of the model: (L, H, 3) -> (L, H, 3).
 
     NaN heads are ignored in the statistics and stay NaN. A metric with no spread across heads
@@ -57,7 +59,7 @@ def normalize_metrics(mean_metrics, normalize: str = "zscore") -> np.ndarray:
 def head_types(
     mean_metrics,
     *,
-    normalize: str = "zscore",
+    normalize: str = "none",
     thresholds: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """Type of every head, (L, H) int8: index into :data:`HEAD_TYPES`, or -1 (untyped).

@@ -5,22 +5,20 @@
    (:func:`jaxneurons.heads.head_metrics`, valid frames only); the host folds them into
    :class:`jaxneurons.heads.HeadStats` (mean and histogram over utterances per head). Attention maps of
    the corpus are never stored: only those of one example utterance, recomputed alone for figures.
-2. Typing: :func:`jaxneurons.heads.head_types` on the per-head means (diagonal / vertical / global); the
-   representative head of a type is the head of that type with the largest normalised metric of the type.
-3. Ablation: a frame-level phone probe is trained on the *unablated* model's features (speaker-disjoint
-   split where the corpus has enough speakers, else utterance-disjoint), then frame phone accuracy on the
-   test split is measured for stacked head masks (M, L, H): none, each type removed, each type kept alone,
-   random same-size controls, and optionally each head removed alone. Masks are data: a single jitted
-   function (vmap over a fixed-size chunk of masks, then the probe's own forward) serves every mask, and
-   the test batches are all padded to one length, so the whole sweep compiles once
-   (:attr:`AblationEvaluator.num_traces`).
+2. Typing: :func:`jaxneurons.heads.head_types` on the per-head means (diagonal / vertical / global): by
+   default the largest RAW metric (the study's rule; z-scoring across heads is an option); the
+   representative head of a type is the head of that type with the largest metric of the type.
+3. Ablation: the frame phone probe of :class:`jaxneurons.probes.ProbeSuite` (the one split policy and
+   training recipe of every study) is trained on the *unablated* model, then frame phone accuracy on the
+   test speakers is measured for every head mask (L, H): each type removed, each type kept alone, random
+   same-size controls drawn from the other heads, and optionally each head removed alone. Masks are data
+   to the forward, so the sweep reuses the compiled forward of the clean run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,11 +28,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxneurons.data import BatchLoader, DataIssues, FrameLabelSpec, Utterance, load_audio
+from jaxneurons.config_flags import field_help
+from jaxneurons.data import BatchLoader, DataIssues, Utterance, load_audio
 from jaxneurons.heads import (
+    DIAGONALITY_KINDS,
+    GLOBALNESS_KINDS,
     HEAD_TYPES,
     METRIC_NAMES,
     UNTYPED,
+    VERTICALITY_KINDS,
     finalize_head_stats,
     head_metrics,
     head_types,
@@ -43,19 +45,10 @@ from jaxneurons.heads import (
     type_head_mask,
     update_head_stats,
 )
+from jaxneurons.heads.classify import NORMALIZATIONS
+from jaxneurons.interventions import Ablation, random_controls
 from jaxneurons.models import forward_with_captures
-from jaxneurons.pipeline.labels import SILENCE, PhoneInventory, frame_geometry, manifest_phone_set
-from jaxneurons.probes import (
-    Probe,
-    Split,
-    SplitError,
-    evaluate,
-    extract_features,
-    speaker_disjoint_split,
-    train_phone_probe,
-    within_speaker_split,
-)
-from jaxneurons.probes.probe import _outputs as probe_outputs  # the probe's own forward, reused inside jit
+from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,45 +56,55 @@ NONE_MASK = "none"
 
 
 @dataclasses.dataclass(frozen=True)
-class HeadsOptions:
-    """Everything that determines a heads analysis; defaults follow METHODS section 4."""
+class HeadsConfig:
+    """Everything that determines a heads analysis (study 4, arXiv 2409.03115; METHODS section 4).
 
-    # metrics and typing
-    diagonality_kind: str = "normalized"
-    verticality_kind: str = "normalized"
-    globalness_kind: str = "normalized"
-    renormalize: bool = True
-    normalize: str = "zscore"
-    thresholds: tuple[tuple[str, float], ...] = ()  # metric name -> minimum raw value to take its type
-    n_bins: int = 50
-    batch_size: int = 8
-    pad_seconds: float = 1.0
-    example_utterance: int = 0  # manifest index whose attention maps are kept for figures
-    keep_utterance_metrics: bool = True  # (N, L, H, 3) per-utterance metrics in the results
-    # ablation
-    ablation: bool = True
-    probe_layer: int | str = -1  # hidden_states index, or "all" (learned weighted sum of all L + 1)
-    probe_hidden: int = 0
-    probe_max_epochs: int = 50
-    probe_min_steps: int = 300
-    probe_patience: int = 5
-    dev_fraction: float = 0.15
-    test_fraction: float = 0.25
-    random_controls: int = 5  # random same-size head sets per type ablation
-    single_head_ablation: bool = False
-    single_head_layers: tuple[int, ...] = ()  # () = every layer
-    max_single_heads: int = 0  # 0 = no limit
-    mask_chunk: int = 4  # masks evaluated together (vmap) per call of the one compiled function
-    seed: int = 0
+    Metrics: the normalised [0, 1] kinds of diagonality, verticality and globalness (after Yang, Liu & Lee
+    2020, arXiv 2006.03265). Typing: a head takes its largest *raw* metric (the study's rule), with optional
+    per-type minimum raw values (``min_*``, 0 = no minimum); ``normalize="zscore"`` / ``"minmax"`` (compare
+    heads relative to each other) is an option only, since it gives every model all three types by
+    construction. Ablation: multiply a head's attention probabilities by 0 after the softmax, remove each type
+    / keep only each type, against random same-size head sets drawn from the heads *not* of that type; the
+    frame phone probe is the :class:`jaxneurons.probes.ProbeSuite` (``probe``), the same split and recipe as
+    every other study.
+    """
+
+    diagonality_kind: str = field_help("normalized", "Diagonality definition.", choices=DIAGONALITY_KINDS)
+    verticality_kind: str = field_help("normalized", "Verticality definition.", choices=VERTICALITY_KINDS)
+    globalness_kind: str = field_help("normalized", "Globalness definition.", choices=GLOBALNESS_KINDS)
+    renormalize: bool = field_help(True, "Renormalise each valid row over valid keys (models without key masks).")
+    normalize: str = field_help("none", "Compare metrics raw (none: the study's rule) or normalised across heads "
+                                "first (zscore / minmax: options only).", choices=NORMALIZATIONS)
+    min_diagonality: float = field_help(0.0, "Minimum raw diagonality for a head to be typed diagonal.")
+    min_verticality: float = field_help(0.0, "Minimum raw verticality for a head to be typed vertical.")
+    min_globalness: float = field_help(0.0, "Minimum raw globalness for a head to be typed global.")
+    n_bins: int = field_help(50, "Histogram bins per metric.")
+    batch_size: int = field_help(8, "Utterances per batch of the metrics pass.")
+    pad_seconds: float = field_help(1.0, "Audio padded to multiples of this (few shapes to compile).")
+    example_utterance: int = field_help(0, "Manifest index whose attention maps go into the figures.")
+    keep_utterance_metrics: bool = field_help(True, "Keep the (N, L, H, 3) per-utterance metrics.")
+    ablation: bool = field_help(True, "Train the phone probe and run the head-ablation sweep.")
+    random_controls: int = field_help(5, "Random same-size head sets (outside the type) per type ablation.")
+    single_head_ablation: bool = field_help(False, "Also remove each head alone.")
+    single_head_layers: tuple[int, ...] = field_help((), "Layers (0-based) for single-head ablation (empty: all).")
+    max_single_heads: int = field_help(0, "At most this many single-head ablations (0: no limit).")
+    probe: ProbeSuiteConfig = ProbeSuiteConfig(tasks=("phone",))
+    seed: int = field_help(0, "Seed of the random head controls.")
 
     def __post_init__(self) -> None:
-        if isinstance(self.probe_layer, str) and self.probe_layer != "all":
-            raise ValueError(f"probe_layer must be an int or 'all', got {self.probe_layer!r}")
-        for name, _ in self.thresholds:
-            if name not in METRIC_NAMES:
-                raise ValueError(f"unknown metric {name!r} in thresholds; expected one of {METRIC_NAMES}")
-        if self.mask_chunk < 1 or self.batch_size < 1 or self.random_controls < 0:
-            raise ValueError("mask_chunk and batch_size must be >= 1, random_controls >= 0")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.batch_size < 1 or self.random_controls < 0:
+            raise ValueError("batch_size must be >= 1, random_controls >= 0")
+        if self.ablation and "phone" not in self.probe.tasks:
+            raise ValueError(f"the head ablation measures the phone probe; probe.tasks {self.probe.tasks} "
+                             "lacks 'phone'")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Metric name -> minimum raw value (only the non-zero ones)."""
+        mins = (self.min_diagonality, self.min_verticality, self.min_globalness)
+        return {name: v for name, v in zip(METRIC_NAMES, mins, strict=True) if v > 0}
 
     @property
     def kinds(self) -> dict[str, Any]:
@@ -153,7 +156,7 @@ def make_metrics_fn(graphdef: nnx.GraphDef, kinds: dict[str, Any], counter: list
 
 
 def stream_head_metrics(
-    model: nnx.Module, utts: Sequence[Utterance], options: HeadsOptions, *, issues: DataIssues | None = None,
+    model: nnx.Module, utts: Sequence[Utterance], options: HeadsConfig, *, issues: DataIssues | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> HeadMetrics:
     """One pass over ``utts``: per-utterance metrics per batch, accumulated per head (nothing else kept)."""
@@ -230,9 +233,9 @@ class HeadTyping:
         }
 
 
-def type_heads(mean_metrics: np.ndarray, options: HeadsOptions) -> HeadTyping:
+def type_heads(mean_metrics: np.ndarray, options: HeadsConfig) -> HeadTyping:
     """Type every head and pick, per type, its most typical head (largest normalised metric of the type)."""
-    types = head_types(mean_metrics, normalize=options.normalize, thresholds=dict(options.thresholds) or None)
+    types = head_types(mean_metrics, normalize=options.normalize, thresholds=options.thresholds or None)
     z = normalize_metrics(mean_metrics, options.normalize)
     rep: dict[str, tuple[int, int] | None] = {}
     for i, name in enumerate(HEAD_TYPES):
@@ -246,15 +249,16 @@ def type_heads(mean_metrics: np.ndarray, options: HeadsOptions) -> HeadTyping:
 # 3. Ablation
 
 
-def ablation_masks(types: np.ndarray, options: HeadsOptions) -> tuple[list[str], np.ndarray, list[dict]]:
+def ablation_masks(types: np.ndarray, options: HeadsConfig) -> tuple[list[str], np.ndarray, list[dict]]:
     """Names, stacked (M, L, H) float32 multipliers and descriptions of every ablation of the sweep.
 
     ``none``; ``remove:T`` / ``keep_only:T`` per head type T present; ``random_remove:T:r`` /
-    ``random_keep:T:r`` (r < ``random_controls``): the same number of heads as type T, drawn uniformly from
-    all heads; ``head:L.H`` (single-head ablation, when asked for).
+    ``random_keep:T:r`` (r < ``random_controls``): as many heads as type T has, drawn uniformly from the heads
+    NOT of type T (a control must not contain the set it controls for), removed / kept alone; when fewer
+    heads lie outside T than T has, no control can be drawn and the type's entry says so
+    (``controls_impossible`` in its ``remove:T`` description). ``head:L.H``: single-head ablation.
     """
     n_layers, n_heads = types.shape
-    rng = np.random.default_rng(options.seed)
     names, masks, info = [NONE_MASK], [np.ones(types.shape, np.float32)], [{"kind": "none", "heads_removed": 0}]
 
     def add(name: str, mask: np.ndarray, **meta: Any) -> None:
@@ -262,17 +266,23 @@ def ablation_masks(types: np.ndarray, options: HeadsOptions) -> tuple[list[str],
         masks.append(mask.astype(np.float32))
         info.append({**meta, "heads_removed": int((mask == 0).sum())})
 
-    for name in HEAD_TYPES:
-        k = int((types == HEAD_TYPES.index(name)).sum())
+    for t, name in enumerate(HEAD_TYPES):
+        of_type = types == t
+        k = int(of_type.sum())
         if k == 0:
             continue
-        add(f"remove:{name}", type_head_mask(types, name), kind="remove", type=name)
+        impossible = None
+        if options.random_controls and k > int((~of_type).sum()):
+            impossible = f"{k} heads of type {name} but only {int((~of_type).sum())} others to draw a control from"
+        add(f"remove:{name}", type_head_mask(types, name), kind="remove", type=name,
+            **({"controls_impossible": impossible} if impossible else {}))
         add(f"keep_only:{name}", type_head_mask(types, name, keep_only=True), kind="keep_only", type=name)
+        if impossible or not options.random_controls:
+            continue
+        flat = of_type.reshape(1, -1)
+        drawn = random_controls(flat, options.random_controls, seed=options.seed + 101 * t)
         for r in range(options.random_controls):
-            chosen = rng.choice(types.size, size=k, replace=False)
-            picked = np.zeros(types.size, bool)
-            picked[chosen] = True
-            picked = picked.reshape(types.shape)
+            picked = drawn[r, 0].reshape(types.shape)
             add(f"random_remove:{name}:{r}", ~picked, kind="random_remove", type=name, draw=r)
             add(f"random_keep:{name}:{r}", picked, kind="random_keep", type=name, draw=r)
     if options.single_head_ablation:
@@ -292,168 +302,45 @@ def ablation_masks(types: np.ndarray, options: HeadsOptions) -> tuple[list[str],
     return names, np.stack(masks), info
 
 
-class AblationEvaluator:
-    """Frame phone accuracy of a probe on a model's features under many head masks, with one compilation.
-
-    ``__call__(batches, masks (M, L, H))`` returns per-mask correct counts, per-class correct counts and
-    the per-class frame counts. Masks go through in chunks of ``chunk`` (padded with all-ones masks), each
-    chunk vmapped through the same jitted function, so the number of traces is the number of distinct batch
-    shapes (one when every batch is padded to the same length), whatever the number of masks.
-    """
-
-    def __init__(self, model: nnx.Module, probe: Probe, chunk: int = 4):
-        self.graphdef, self.state = nnx.split(model)
-        self.num_frames = model.num_frames
-        self.probe = probe
-        self.chunk = chunk
-        self.layers = tuple(probe.config.layers)
-        self.num_classes = probe.config.num_outputs
-        self.shape = (model.config.num_hidden_layers, model.config.num_attention_heads)
-        self._traces = [0]
-        self._fn = self._build()
-
-    @property
-    def num_traces(self) -> int:
-        return self._traces[0]
-
-    def _build(self) -> Callable:
-        graphdef, layers, c = self.graphdef, self.layers, self.num_classes
-        hidden = bool(self.probe.config.hidden)
-        counter = self._traces
-
-        def one(state, params, mean, std, audio, lengths, labels, head_mask):
-            model = nnx.merge(graphdef, state)
-            out = model(audio, lengths, head_mask=head_mask)
-            hs = jnp.stack([out.hidden_states[i] for i in layers], axis=2).astype(jnp.float32)  # (B, T, K, C)
-            pred = jnp.argmax(probe_outputs(params, mean, std, hs, hidden), axis=-1)
-            ok = (labels >= 0) & out.frame_mask & (lengths > 0)[:, None]
-            hit = (pred == labels) & ok
-            onehot = jax.nn.one_hot(jnp.where(ok, labels, 0), c, dtype=jnp.int32)
-            return jnp.sum(onehot * hit[..., None], axis=(0, 1)), jnp.sum(onehot * ok[..., None], axis=(0, 1))
-
-        @jax.jit
-        def run(state, params, mean, std, audio, lengths, labels, masks):
-            counter[0] += 1
-            return jax.vmap(one, in_axes=(None,) * 7 + (0,))(state, params, mean, std, audio, lengths, labels, masks)
-
-        return run
-
-    def __call__(self, batches, masks: np.ndarray) -> dict[str, np.ndarray]:
-        masks = np.asarray(masks, np.float32)
-        if masks.ndim != 3 or masks.shape[1:] != self.shape:
-            raise ValueError(f"masks must be (M, L, H) with (L, H) = {self.shape}, got {masks.shape}")
-        m = len(masks)
-        n_chunks = -(-m // self.chunk)
-        padded = np.ones((n_chunks * self.chunk, *self.shape), np.float32)
-        padded[:m] = masks
-        params = jax.tree.map(jnp.asarray, self.probe.params)
-        mean, std = jnp.asarray(self.probe.mean), jnp.asarray(self.probe.std)
-        class_correct = np.zeros((m, self.num_classes), np.int64)
-        class_total = np.zeros(self.num_classes, np.int64)
-        for batch in batches:
-            t = int(self.num_frames(batch.audio.shape[1]))
-            labels = np.full((batch.audio.shape[0], t), -1, np.int32)
-            w = min(t, batch.labels["phone"].shape[1])
-            labels[:, :w] = batch.labels["phone"][:, :w]
-            for k in range(n_chunks):
-                hit, tot = self._fn(self.state, params, mean, std, batch.audio, batch.audio_lengths, labels,
-                                    padded[k * self.chunk:(k + 1) * self.chunk])
-                hit = np.asarray(hit)
-                lo, hi = k * self.chunk, min(m, (k + 1) * self.chunk)
-                class_correct[lo:hi] += hit[: hi - lo]
-                if k == 0:
-                    class_total += np.asarray(tot)[0]
-        return {"class_correct": class_correct, "class_total": class_total,
-                "correct": class_correct.sum(1), "total": int(class_total.sum())}
-
-
-def phone_batches(
-    model: nnx.Module, utts: Sequence[Utterance], inventory: PhoneInventory, batch_size: int, pad_multiple: int,
-    issues: DataIssues | None = None,
-) -> BatchLoader:
-    """Batches with per-frame phone ids (``labels['phone']``, silence and padding -1) on the model's frames."""
-    spec = FrameLabelSpec("phones", inventory.vocab, ignore=(SILENCE,))
-    return BatchLoader(utts, batch_size, frame_geometry(model.config), labels={"phone": spec},
-                       pad_multiple=pad_multiple, issues=issues)
-
-
-def split_utterances(utts: Sequence[Utterance], options: HeadsOptions) -> tuple[Split, str]:
-    """Speaker-disjoint train / dev / test where the speakers allow it, else utterance-disjoint."""
-    speakers = [u.speaker for u in utts]
-    kw = dict(dev_fraction=options.dev_fraction, test_fraction=options.test_fraction, seed=options.seed)
-    try:
-        return speaker_disjoint_split(speakers, **kw), "speaker_disjoint"
-    except SplitError as exc:
-        log.warning("speaker-disjoint split impossible (%s); using an utterance-disjoint split", exc)
-    try:
-        return within_speaker_split(speakers, **kw), "within_speaker"
-    except SplitError as exc:
-        log.warning("within-speaker split impossible (%s); using a random utterance split", exc)
-    n = len(utts)
-    order = np.random.default_rng(options.seed).permutation(n)
-    n_test = max(1, round(options.test_fraction * n))
-    n_dev = max(1, round(options.dev_fraction * n))
-    if n - n_test - n_dev < 1:
-        raise SplitError(f"{n} utterances cannot fill train, dev and test")
-    return Split(np.sort(order[n_test + n_dev:]), np.sort(order[n_test:n_test + n_dev]),
-                 np.sort(order[:n_test])), "random_utterances"
-
-
 def run_ablation(
-    model: nnx.Module, utts: Sequence[Utterance], types: np.ndarray, options: HeadsOptions,
+    model: nnx.Module, utts: Sequence[Utterance], types: np.ndarray, options: HeadsConfig,
     issues: DataIssues | None = None,
 ) -> dict[str, Any]:
-    """Train the phone probe on the unablated model, then evaluate every mask of :func:`ablation_masks`."""
+    """Train the phone probe of the :class:`ProbeSuite` on the unablated model, then evaluate every mask of
+    :func:`ablation_masks` with the same probe (frame accuracy, 95 % CI over test utterances, paired CI of the
+    change). Masks are data to the forward, so every mask reuses the same compiled forward."""
+    del issues  # the suite loads audio itself; unreadable files raise
     t0 = time.perf_counter()
-    inventory = PhoneInventory.of(manifest_phone_set(utts))
-    labelled = [i for i, u in enumerate(utts) if u.phones is not None]
+    labelled = [u for u in utts if u.phones is not None]
     if len(labelled) < 3:
         raise ValueError(f"head ablation needs phone-labelled utterances (have {len(labelled)}, need >= 3)")
-    sub = [utts[i] for i in labelled]
-    split, split_kind = split_utterances(sub, options)
-    pad = int(options.pad_seconds * 16000)
-    layers = "all" if options.probe_layer == "all" else [int(options.probe_layer)]
-
-    def feats(idx):
-        loader = phone_batches(model, [sub[i] for i in idx], inventory, options.batch_size, pad, issues)
-        return extract_features(model, loader, layers=layers, frame_label_keys=("phone",))
-
-    train, dev = feats(split.train), feats(split.dev)
-    log.info("probe features: %d train / %d dev frames (%s split) in %.1f s", len(train.x), len(dev.x), split_kind,
-             time.perf_counter() - t0)
-    probe = train_phone_probe(train, dev, num_classes=inventory.size, class_names=inventory.vocab.labels,
-                              hidden=options.probe_hidden, max_epochs=options.probe_max_epochs,
-                              min_steps=options.probe_min_steps, patience=options.probe_patience, seed=options.seed)
+    suite = ProbeSuite(labelled, options.probe)
+    suite.fit(model)
+    probe = suite.probes["phone"]
     log.info("phone probe trained in %.1f s (%d steps)", probe.info["train_seconds"], probe.info["steps"])
-    test_utts = [sub[i] for i in split.test]
-    # Every test batch padded to one length: one shape, one compilation for the whole sweep.
-    one_shape = max(pad, math.ceil(max(u.num_samples for u in test_utts) / pad) * pad)
-    test_loader = phone_batches(model, test_utts, inventory, options.batch_size, one_shape, issues)
-    reference = evaluate(probe, extract_features(model, test_loader, layers=layers, frame_label_keys=("phone",)))
     names, masks, info = ablation_masks(types, options)
-    evaluator = AblationEvaluator(model, probe, options.mask_chunk)
     t1 = time.perf_counter()
-    counts = evaluator(test_loader, masks)
-    log.info("ablation sweep: %d masks on %d test utterances in %.1f s (%d compilation(s))", len(masks),
-             len(test_utts), time.perf_counter() - t1, evaluator.num_traces)
-    total = max(counts["total"], 1)
-    acc = counts["correct"] / total
-    present = counts["class_total"] > 0
-    bal = (counts["class_correct"][:, present] / counts["class_total"][present]).mean(1)
-    results = {}
-    for k, name in enumerate(names):
-        results[name] = {**info[k], "accuracy": float(acc[k]), "balanced_accuracy": float(bal[k]),
-                         "delta_accuracy": float(acc[k] - acc[0])}
-    summary = _ablation_summary(results)
+    drops = suite.drops(model, {name: Ablation(head_mask=m, label=name)
+                                for name, m in zip(names[1:], masks[1:], strict=True)})
+    log.info("ablation sweep: %d masks in %.1f s", len(masks), time.perf_counter() - t1)
+    clean = drops["clean"]["phone"]
+    results = {NONE_MASK: {**info[0], "accuracy": clean["value"], "ci95": clean["ci95"], "delta_accuracy": 0.0,
+                           "delta_ci95": [0.0, 0.0], "per_class": clean["per_class"]}}
+    for k, name in enumerate(names[1:], start=1):
+        r = drops[name]["phone"]
+        results[name] = {**info[k], "accuracy": r["value"], "ci95": r["ci95"], "delta_accuracy": -r["drop"],
+                         "delta_ci95": [-r["drop_ci95"][1], -r["drop_ci95"][0]], "per_class": r["per_class"]}
+    split, kind = suite.splits["phone"]
     return {
-        "results": results, "summary": summary, "masks": masks, "names": names,
-        "probe": {"layers": list(probe.config.layers), "probe_layer": options.probe_layer,
-                  "hidden": options.probe_hidden, "info": {k: v for k, v in probe.info.items() if k != "history"},
-                  "layer_weights": probe.layer_weights.tolist(), "num_classes": inventory.size},
-        "test_reference": {k: reference[k] for k in ("accuracy", "balanced_accuracy", "per", "num_examples",
-                                                     "num_utterances", "chance") if k in reference},
-        "split": {"kind": split_kind, **split.sizes()}, "phone_set": inventory.name,
-        "num_test_frames": counts["total"], "num_traces": evaluator.num_traces, "num_masks": len(names),
+        "results": results, "summary": _ablation_summary(results), "masks": masks, "names": names,
+        "probe": {"layers": list(probe.config.layers), "probe_layer": options.probe.layer,
+                  "info": {k: v for k, v in probe.info.items() if k != "history"},
+                  "num_classes": probe.config.num_outputs, "config": dataclasses.asdict(options.probe)},
+        "test_reference": {"accuracy": clean["value"], "ci95": clean["ci95"], "chance": clean["chance"],
+                           "chance_what": clean["chance_what"], "num_examples": clean["n"],
+                           "num_utterances": clean["n_utterances"]},
+        "split": {"kind": kind, **split.sizes()}, "phone_set": suite._inventory.name,
+        "num_test_frames": clean["n"], "num_masks": len(names),
         "seconds": round(time.perf_counter() - t0, 2), "_probe": probe,
     }
 
@@ -467,6 +354,9 @@ def _ablation_summary(results: dict[str, dict]) -> dict[str, dict[str, Any]]:
         row: dict[str, Any] = {"num_heads": results[f"remove:{name}"]["heads_removed"]}
         for kind in ("remove", "keep_only"):
             row[kind] = results[f"{kind}:{name}"]["accuracy"]
+            row[f"{kind}_ci95"] = results[f"{kind}:{name}"]["ci95"]
+        if "controls_impossible" in results[f"remove:{name}"]:
+            row["controls_impossible"] = results[f"remove:{name}"]["controls_impossible"]
         for kind in ("random_remove", "random_keep"):
             vals = [r["accuracy"] for r in results.values() if r.get("kind") == kind and r.get("type") == name]
             row[f"{kind}_mean"] = float(np.mean(vals)) if vals else None
@@ -495,11 +385,11 @@ class HeadsAnalysis:
     example: np.ndarray | None  # (L, H, T, T) attention of the example utterance
     example_id: str | None
     ablation: dict[str, Any] | None
-    options: HeadsOptions
+    options: HeadsConfig
 
 
 def run_heads(
-    model: nnx.Module, utts: Sequence[Utterance], options: HeadsOptions, *, issues: DataIssues | None = None,
+    model: nnx.Module, utts: Sequence[Utterance], options: HeadsConfig, *, issues: DataIssues | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> HeadsAnalysis:
     """Metrics, typing, example maps and (if ``options.ablation``) the ablation sweep."""
@@ -540,7 +430,7 @@ def write_heads_results(res, analysis: HeadsAnalysis, extra_text: str = "") -> d
     if analysis.example is not None:
         res.save_array("example_attention", analysis.example)
     res.save_json("head_types", {**typing.to_json(), "normalize": opts.normalize,
-                                 "thresholds": dict(opts.thresholds), "metric_names": list(METRIC_NAMES),
+                                 "thresholds": opts.thresholds, "metric_names": list(METRIC_NAMES),
                                  "kinds": opts.kinds})
     summary: dict[str, Any] = {
         "num_utterances": int(len(m.frame_lengths)), "num_frames": int(m.frame_lengths.sum()),
@@ -568,8 +458,10 @@ def write_heads_results(res, analysis: HeadsAnalysis, extra_text: str = "") -> d
                        name)
         report.figure(path, f"Mean {name} per head (layer x head)")
     report.heading("Head types")
-    report.text(f"Type = largest {opts.normalize}-normalised metric across all heads"
-                + (f", thresholds {dict(opts.thresholds)}" if opts.thresholds else "") + ".")
+    report.text(("Type = largest raw metric of the head" if opts.normalize == "none" else
+                 f"Type = largest {opts.normalize}-normalised metric across all heads (an option; the study types "
+                 "by raw metrics)")
+                + (f", minimum raw values {opts.thresholds}" if opts.thresholds else "") + ".")
     path = plot_head_types(typing.types, res.file("figures/head_types.png"), scores=typing.winning_score())
     report.figure(path, "Head types (cell: normalised metric of the head's type)")
     per_layer = typing.counts_per_layer()
@@ -597,8 +489,9 @@ def write_heads_results(res, analysis: HeadsAnalysis, extra_text: str = "") -> d
         res.save_json("ablation", public)
         res.save_array("ablation_masks", ab["masks"])
         summary["ablation"] = {"baseline_accuracy": ab["results"][NONE_MASK]["accuracy"],
-                               "per_type": ab["summary"], "num_masks": ab["num_masks"],
-                               "num_traces": ab["num_traces"], "split": ab["split"]}
+                               "baseline_ci95": ab["results"][NONE_MASK]["ci95"],
+                               "chance": ab["test_reference"]["chance"],
+                               "per_type": ab["summary"], "num_masks": ab["num_masks"], "split": ab["split"]}
         report.heading("Head ablation")
         report.text(
             f"Linear frame phone probe ({ab['phone_set']}, {ab['probe']['num_classes']} phones, hidden states "
@@ -606,9 +499,12 @@ def write_heads_results(res, analysis: HeadsAnalysis, extra_text: str = "") -> d
             f"(train {ab['split']['train']}, dev {ab['split']['dev']}, test {ab['split']['test']} utterances). "
             f"Frame accuracy on {ab['num_test_frames']} test frames (silence excluded) with heads' attention "
             f"probabilities multiplied by 0. Unablated: {ab['results'][NONE_MASK]['accuracy']:.4f} "
-            f"(chance, majority phone: {ab['test_reference']['chance']['accuracy']:.4f}). Random controls: "
-            f"{opts.random_controls} draws of the same number of heads, uniformly from all heads. "
-            f"{ab['num_masks']} masks, {ab['num_traces']} compilation(s)."
+            f"(95 % CI {ab['results'][NONE_MASK]['ci95'][0]:.4f}-{ab['results'][NONE_MASK]['ci95'][1]:.4f}, "
+            f"bootstrap over test utterances; chance, majority phone: {ab['test_reference']['chance']:.4f}). "
+            f"Random controls: {opts.random_controls} draws of the same number of heads from the heads not of "
+            f"the type. {ab['num_masks']} masks."
+            + "".join(f" {t}: no random control ({r['controls_impossible']})."
+                      for t, r in ab["summary"].items() if "controls_impossible" in r)
         )
         table = []
         for name, r in ab["summary"].items():

@@ -5,8 +5,10 @@ Feed-forward Layers are Mixtures of Experts"): every intermediate neuron i of a 
 represented by its row ``W1[i, :]`` of the FFN input weight (shape ``(D, d_model)``, one row per
 neuron; a Flax ``Linear`` kernel is ``(d_model, D)``, i.e. its transpose), L2-normalised so that
 clustering groups neurons by the *direction* they read from the residual stream, not by their
-weight norm. The rows are clustered by balanced k-means into ``D // split`` clusters of exactly
-``split`` neurons (default split 96, as in the study; ``split`` must divide ``D``).
+weight norm. The rows are clustered by balanced k-means into equal-size experts: either
+``n_experts`` of them (MoEfication's ``split_num`` is this NUMBER of experts) or experts of
+``expert_size`` neurons; the default is expert size 32, MoEfication's setting of 96 experts of 32
+neurons for D = 3072 (24 experts at D = 768).
 
 Balanced k-means (our own, JAX, jitted): greedy k-means++ initialisation, then Lloyd iterations
 whose assignment step solves the capacity-constrained problem
@@ -56,6 +58,8 @@ __all__ = [
     "normalize_rows",
     "moefy_layer",
     "moefy",
+    "num_experts",
+    "DEFAULT_EXPERT_SIZE",
     "cluster_distribution",
     "concentration",
 ]
@@ -478,28 +482,62 @@ def normalize_rows(w1: np.ndarray) -> np.ndarray:
     return w1 / norms
 
 
-def _check_w1(w1: np.ndarray, split: int) -> None:
+#: Neurons per expert: MoEfication's setting for a 3072-wide FFN is split_num = 96 experts of 32 neurons
+#: (Zhang et al. 2022, used by arXiv 2408.17324); at D = 768 the same expert size gives 24 experts.
+DEFAULT_EXPERT_SIZE = 32
+
+
+def num_experts(d_ff: int, n_experts: int | None = None, expert_size: int | None = None) -> int:
+    """How many experts a layer of ``d_ff`` neurons gets: ``n_experts`` (MoEfication's ``split_num``, the
+    NUMBER of experts) or ``d_ff / expert_size``; neither given -> expert size :data:`DEFAULT_EXPERT_SIZE`."""
+    for name, v in (("n_experts", n_experts), ("expert_size", expert_size)):
+        if v is not None and (not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if n_experts is None:
+        size = DEFAULT_EXPERT_SIZE if expert_size is None else int(expert_size)
+        if d_ff % size:
+            raise ValueError(f"expert_size={size} does not divide the number of neurons D={d_ff}")
+        return d_ff // size
+    if d_ff % n_experts:
+        raise ValueError(f"n_experts={n_experts} does not divide the number of neurons D={d_ff}")
+    if expert_size is not None and n_experts * expert_size != d_ff:
+        raise ValueError(f"n_experts={n_experts} x expert_size={expert_size} != D={d_ff}; give one of them")
+    return int(n_experts)
+
+
+def _check_w1(w1: np.ndarray, k: int) -> None:
     if w1.ndim != 2:
         raise ValueError(f"W1 of one layer must be 2-D (D, d_model), got shape {w1.shape}")
-    if not isinstance(split, int | np.integer) or split < 1:
-        raise ValueError(f"split must be a positive integer, got {split!r}")
     d_ff, d_model = w1.shape
-    if d_ff % split:
-        hint = (f" (W1 may be transposed: its second axis {d_model} is divisible by {split};"
-                " pass one row per neuron, i.e. the Flax kernel's transpose)"
-                if d_model % split == 0 else "")
-        raise ValueError(f"split={split} does not divide the number of neurons D={d_ff}{hint}")
+    if d_ff < k:
+        hint = " (W1 may be transposed: pass one row per neuron, i.e. the Flax kernel's transpose)" \
+            if d_model >= k else ""
+        raise ValueError(f"{k} experts need at least {k} neurons, W1 has D={d_ff}{hint}")
 
 
-def moefy_layer(w1: np.ndarray, split: int = 96, **kmeans_kwargs) -> BalancedKMeansResult:
-    """MoEfy one FFN layer: balanced k-means of the L2-normalised rows of ``W1`` (D, d_model)
-    into D / split experts of ``split`` neurons. ``kmeans_kwargs`` go to :func:`balanced_kmeans`."""
+def moefy_layer(w1: np.ndarray, n_experts: int | None = None, *, expert_size: int | None = None,
+                **kmeans_kwargs) -> BalancedKMeansResult:
+    """MoEfy one FFN layer: balanced k-means of the L2-normalised rows of ``W1`` (D, d_model) into
+    ``n_experts`` experts (MoEfication's ``split_num``) or experts of ``expert_size`` neurons (default 32).
+    ``kmeans_kwargs`` go to :func:`balanced_kmeans`."""
     w1 = np.asarray(w1)
-    _check_w1(w1, split)
-    return balanced_kmeans(normalize_rows(w1), w1.shape[0] // split, **kmeans_kwargs)
+    if w1.ndim != 2:
+        raise ValueError(f"W1 of one layer must be 2-D (D, d_model), got shape {w1.shape}")
+    try:
+        k = num_experts(w1.shape[0], n_experts, expert_size)
+    except ValueError as e:
+        try:
+            num_experts(w1.shape[1], n_experts, expert_size)
+        except ValueError:
+            raise e from None
+        raise ValueError(f"{e} (W1 may be transposed: its second axis {w1.shape[1]} would fit; pass one row per "
+                         "neuron, i.e. the Flax kernel's transpose)") from None
+    _check_w1(w1, k)
+    return balanced_kmeans(normalize_rows(w1), k, **kmeans_kwargs)
 
 
-def moefy(w1: np.ndarray, split: int = 96, **kmeans_kwargs) -> np.ndarray:
+def moefy(w1: np.ndarray, n_experts: int | None = None, *, expert_size: int | None = None,
+          **kmeans_kwargs) -> np.ndarray:
     """MoEfy every layer of a stacked ``W1`` (L, D, d_model); returns expert ids (L, D) int32.
 
     Layers are clustered independently with the same seed (the result is reproducible layer by
@@ -508,7 +546,8 @@ def moefy(w1: np.ndarray, split: int = 96, **kmeans_kwargs) -> np.ndarray:
     w1 = np.asarray(w1)
     if w1.ndim != 3:
         raise ValueError(f"stacked W1 must be (L, D, d_model), got shape {w1.shape}")
-    return np.stack([moefy_layer(w, split, **kmeans_kwargs).labels for w in w1]).astype(np.int32)
+    return np.stack([moefy_layer(w, n_experts, expert_size=expert_size, **kmeans_kwargs).labels
+                     for w in w1]).astype(np.int32)
 
 
 # ----------------------------------------------------------------------------------------------
