@@ -20,8 +20,8 @@ variance, components whose occupancy vanishes keep their previous parameters, ri
 M-step systems. Frames are processed in fixed-size chunks (``lax.scan``) and utterances in fixed-size
 batches so memory stays bounded and each kernel compiles once per shape.
 
-Optional, label-free additions (off here by default; :func:`jaxneurons.pipeline.labels.ivector_clusters`
-turns both on):
+Optional, label-free additions (off by default, ``IVectorConfig.pitch_weight`` / ``space``;
+options of :func:`jaxneurons.pipeline.labels.ivector_clusters`):
 
 - Auxiliary stream (``align_dims``, :func:`extend_gmm`, ``precision_scale``): the UBM and the frame
   posteriors use the first ``align_dims`` dimensions (the MFCCs); further dimensions (a log-F0 stream) get
@@ -33,17 +33,22 @@ turns both on):
   (prior N(0, I); covariance eigenvalues ~1.0 in every well-determined direction), so k-means on them
   treats a direction that barely changes the model like the dominant one.
 
-Measured on the synthetic espeak-ng corpus (``benchmarks/bench_ivector.py``, table in
-``benchmarks/ivector.md``; 40 pseudo-speakers, ~320 utterances, 17 min, corpus seeds 0-2 English
-and 0 English+Turkish), 64 components, R = 100: plain MFCC i-vectors identify speakers (pairwise EER
-0.17-0.19; 0.04-0.06 at R = 20) but k = 2 clusters match gender only at 0.50-0.58: the split follows
-the espeak variant family (the plain m1-m6 / f1 variants vs those with heavily reshaped formants and
-tone), while genders differ mainly in F0 (per-speaker median 76-130 Hz male, 149-305 Hz female), which
-13 CMN-ed MFCCs barely carry. Supervector coordinates alone: EER 0.04-0.05, purity 0.59-0.81; with the
-log-F0 stream at weight 4: purity 0.997-1.00, EER 0.05-0.07. No per-utterance CMN (corpus CMN is the
-same for a diagonal GMM, which is shift-invariant) or fewer dimensions did not fix the gender split.
-In the unit tests, on numpy source-filter "speakers" whose genders differ in F0 and formant scale,
-plain k = 2 clusters match gender (>= 0.8 asserted) and the EER is below 0.35.
+Settings live in :class:`IVectorConfig` (defaults = the study's front end). Sizes: a ``T`` of rank R fitted
+by maximum likelihood whitens the i-vectors (their covariance is ~I in every fitted direction, the N(0, I)
+prior, enforced by the minimum-divergence step), so k-means can only follow a direction that is strongly
+bimodal, like gender on real speech, if few noise directions compete with it. With R = 100 on a few
+hundred utterances (supervectors of 64 x 39 = 2496 dims) most fitted directions are sampling noise and
+k = 2 is at chance (gender purity 0.53-0.66 on 100-251 real LibriSpeech utterances, while the first
+principal component of the normalised supervectors alone correlates 0.84 with gender). ``dims="auto"``
+therefore caps R at ``utterances // 20`` (and the components at ``frames // 200``): 0.91-0.97 on the same
+subsets (``benchmarks/ivector.md``). Alternatively fit the extractor once on a large background corpus
+(:func:`fit_ivector_extractor`, :func:`save_ivector_extractor`) and extract on the scanned set
+(:func:`utterance_ivectors`).
+
+On the synthetic espeak-ng corpus the genders differ mainly in F0 (per-speaker median 76-130 Hz male,
+149-305 Hz female) and k = 2 on plain MFCC i-vectors follows the espeak variant family instead; the
+label-free options (log-F0 stream at weight 4, supervector coordinates) give purity 0.997-1.00 there.
+They stay options: the study's front end is MFCC-only.
 """
 
 from __future__ import annotations
