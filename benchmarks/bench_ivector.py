@@ -9,7 +9,7 @@ with the config's seed and restarts: what ``ivector_clusters_of_features`` runs)
 * ``default``: ``IVectorConfig()``, the study's front end (64 components, R = 100 as upper bounds,
   ``dims="auto"`` lowers them to what the corpus supports);
 * ``fixed``: the study's sizes as given (``dims="fixed"``, 64 / 100): the old behaviour;
-* ``fixed32x20``: ``dims="fixed"``, 32 components, R = 20;
+* ``fixed<C>x<R>`` (e.g. ``fixed32x20``): ``dims="fixed"`` with C components and R dimensions;
 * ``pitch``: default + log-F0 stream at weight 4; ``supervector``: default + ``space="supervector"``;
   ``pitch+supervector``: both (the options tuned on the espeak-ng corpus);
 * ``background``: default config, extractor fitted once on the utterances *not* in the subset (saved and
@@ -35,6 +35,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 
@@ -58,7 +59,6 @@ STUDY = {"male_cluster": 0.9723, "female_cluster": 0.8982}  # arXiv 2506.21712, 
 SETTINGS = {
     "default": {},
     "fixed": {"dims": "fixed"},
-    "fixed32x20": {"dims": "fixed", "num_components": 32, "ivector_dim": 20},
     "pitch": {"pitch_weight": 4.0},
     "supervector": {"space": "supervector"},
     "pitch+supervector": {"pitch_weight": 4.0, "space": "supervector"},
@@ -77,9 +77,19 @@ flags.DEFINE_integer("seed", 0, "corpus seed of the generated corpus")
 flags.DEFINE_list("subsets", ["100", "160", "0"], "subset sizes (0 = the whole corpus)")
 flags.DEFINE_integer("draws", 3, "random subsets (and i-vector seeds) per size; the whole corpus uses --full_draws")
 flags.DEFINE_integer("full_draws", 2, "i-vector seeds on the whole corpus")
-flags.DEFINE_list("settings", list(SETTINGS), f"settings to run, of {list(SETTINGS)}")
+flags.DEFINE_list("settings", list(SETTINGS), f"settings to run: {list(SETTINGS)} or fixed<C>x<R>")
 flags.DEFINE_string("out_json", None, "write the results as JSON here")
 flags.DEFINE_string("features_cache", None, "npz to reuse the corpus's i-vector features from (written if absent)")
+
+
+def setting_overrides(name: str) -> dict:
+    """IVectorConfig overrides of a named setting (``SETTINGS`` or ``fixed<C>x<R>``)."""
+    if name in SETTINGS:
+        return SETTINGS[name]
+    match = re.fullmatch(r"fixed(\d+)x(\d+)", name)
+    if not match:
+        raise app.UsageError(f"unknown setting {name!r}; choose from {list(SETTINGS)} or fixed<C>x<R>")
+    return {"dims": "fixed", "num_components": int(match[1]), "ivector_dim": int(match[2])}
 
 
 def read_corpus() -> tuple[list[np.ndarray], np.ndarray, np.ndarray, str]:
@@ -160,9 +170,7 @@ def run_setting(name: str, config: IVectorConfig, feats: list, halves: list | No
 
 def main(argv: list[str]) -> None:
     del argv
-    unknown = [s for s in FLAGS.settings if s not in SETTINGS]
-    if unknown:
-        raise app.UsageError(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
+    overrides = {name: setting_overrides(name) for name in FLAGS.settings}
     t = time.time()
     audio, speakers, female, source = read_corpus()
     corpus_s = time.time() - t
@@ -182,7 +190,7 @@ def main(argv: list[str]) -> None:
             for name in FLAGS.settings:
                 if name == "background" and len(rest) < 2:
                     continue
-                config = dataclasses.replace(IVectorConfig(seed=draw), **SETTINGS[name])
+                config = dataclasses.replace(IVectorConfig(seed=draw), **overrides[name])
                 with_pitch = config.pitch_weight > 0 and mfcc_dim is not None
                 feats = inp.features if with_pitch or mfcc_dim is None else [f[:, :mfcc_dim] for f in inp.features]
                 halves = None
