@@ -2,7 +2,8 @@
 
 Modules: ``fbank`` (Kaldi log-mel, per-utterance MVN), ``mfcc`` (Kaldi MFCC, deltas, CMN, energy VAD),
 ``pitch`` (YIN F0 in 20 ms frames, pitch bins at the 33rd/66th percentiles), ``ivector`` (GMM-UBM,
-Baum-Welch statistics, total-variability EM, i-vectors, length normalisation, pair EER). Every kernel is
+Baum-Welch statistics, total-variability EM, i-vectors, length normalisation, pair EER; ``IVectorConfig``,
+fit / save / load of an extractor). Every kernel is
 jit-compiled and works on padded batches with lengths.
 """
 
@@ -20,20 +21,26 @@ from jaxneurons.features.fbank import (
 )
 from jaxneurons.features.ivector import (
     DiagGMM,
+    IVectorConfig,
     IVectorExtractor,
+    IVectorExtractorError,
     LengthNorm,
     apply_length_norm,
     baum_welch_stats,
     collect_stats,
     extract_ivectors,
+    fit_ivector_extractor,
     fit_length_norm,
     gmm_log_likelihoods,
     gmm_posteriors,
     ivector_pipeline,
     length_normalize,
+    load_ivector_extractor,
     pairwise_eer,
+    save_ivector_extractor,
     train_ivector_extractor,
     train_ubm,
+    utterance_ivectors,
 )
 from jaxneurons.features.mfcc import (
     add_deltas,
@@ -54,7 +61,9 @@ from jaxneurons.features.pitch import (
 )
 
 __all__ = [
-    "FLOAT32_EPS", "LIBRISPEECH_DEV_CLEAN_PITCH_EDGES", "DiagGMM", "IVectorExtractor", "LengthNorm",
+    "FLOAT32_EPS", "LIBRISPEECH_DEV_CLEAN_PITCH_EDGES", "DiagGMM", "IVectorConfig", "IVectorExtractor",
+    "IVectorExtractorError", "LengthNorm", "fit_ivector_extractor", "load_ivector_extractor",
+    "save_ivector_extractor", "utterance_ivectors",
     "add_deltas", "apply_length_norm", "baum_welch_stats", "cmn", "collect_stats", "dct_matrix",
     "delta_filters", "energy_vad", "extract_ivectors", "fbank", "fit_length_norm", "frame_log_energy",
     "frame_params", "gmm_log_likelihoods", "gmm_posteriors", "inverse_mel_scale", "ivector_pipeline",

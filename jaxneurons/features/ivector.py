@@ -20,8 +20,8 @@ variance, components whose occupancy vanishes keep their previous parameters, ri
 M-step systems. Frames are processed in fixed-size chunks (``lax.scan``) and utterances in fixed-size
 batches so memory stays bounded and each kernel compiles once per shape.
 
-Optional, label-free additions (off here by default; :func:`jaxneurons.pipeline.labels.ivector_clusters`
-turns both on):
+Optional, label-free additions (off by default, ``IVectorConfig.pitch_weight`` / ``space``;
+options of :func:`jaxneurons.pipeline.labels.ivector_clusters`):
 
 - Auxiliary stream (``align_dims``, :func:`extend_gmm`, ``precision_scale``): the UBM and the frame
   posteriors use the first ``align_dims`` dimensions (the MFCCs); further dimensions (a log-F0 stream) get
@@ -33,31 +33,118 @@ turns both on):
   (prior N(0, I); covariance eigenvalues ~1.0 in every well-determined direction), so k-means on them
   treats a direction that barely changes the model like the dominant one.
 
-Measured on the synthetic espeak-ng corpus (``benchmarks/bench_ivector.py``, table in
-``benchmarks/ivector.md``; 40 pseudo-speakers, ~320 utterances, 17 min, corpus seeds 0-2 English
-and 0 English+Turkish), 64 components, R = 100: plain MFCC i-vectors identify speakers (pairwise EER
-0.17-0.19; 0.04-0.06 at R = 20) but k = 2 clusters match gender only at 0.50-0.58: the split follows
-the espeak variant family (the plain m1-m6 / f1 variants vs those with heavily reshaped formants and
-tone), while genders differ mainly in F0 (per-speaker median 76-130 Hz male, 149-305 Hz female), which
-13 CMN-ed MFCCs barely carry. Supervector coordinates alone: EER 0.04-0.05, purity 0.59-0.81; with the
-log-F0 stream at weight 4: purity 0.997-1.00, EER 0.05-0.07. No per-utterance CMN (corpus CMN is the
-same for a diagonal GMM, which is shift-invariant) or fewer dimensions did not fix the gender split.
-In the unit tests, on numpy source-filter "speakers" whose genders differ in F0 and formant scale,
-plain k = 2 clusters match gender (>= 0.8 asserted) and the EER is below 0.35.
+Settings live in :class:`IVectorConfig` (defaults = the study's front end). Sizes: a ``T`` of rank R fitted
+by maximum likelihood whitens the i-vectors (their covariance is ~I in every fitted direction, the N(0, I)
+prior, enforced by the minimum-divergence step), so k-means can only follow a direction that is strongly
+bimodal, like gender on real speech, if few noise directions compete with it. With R = 100 on a few
+hundred utterances (supervectors of 64 x 39 = 2496 dims) most fitted directions are sampling noise and
+k = 2 is at chance (gender purity 0.53-0.66 on 100-251 real LibriSpeech utterances, while the first
+principal component of the normalised supervectors alone correlates 0.84 with gender). ``dims="auto"``
+therefore caps R at ``utterances // 20`` (and the components at ``frames // 200``): 0.91-0.97 on the same
+subsets (``benchmarks/ivector.md``). Alternatively fit the extractor once on a large background corpus
+(:func:`fit_ivector_extractor`, :func:`save_ivector_extractor`) and extract on the scanned set
+(:func:`utterance_ivectors`).
+
+On the synthetic espeak-ng corpus the genders differ mainly in F0 (per-speaker median 76-130 Hz male,
+149-305 Hz female) and k = 2 on plain MFCC i-vectors follows the espeak variant family instead; the
+label-free options (log-F0 stream at weight 4, supervector coordinates) give purity 0.997-1.00 there.
+They stay options: the study's front end is MFCC-only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import logging
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 _HI = jax.lax.Precision.HIGHEST
+log = logging.getLogger(__name__)
+
+SPACES = ("ivector", "supervector")
+DIMS_POLICIES = ("auto", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class IVectorConfig:
+    """Every setting of the MFCC i-vector front end; defaults = the label-free speaker-neuron study's.
+
+    arXiv 2506.21712 (METHODS.md section 2): diagonal GMM-UBM on MFCC + deltas, Baum-Welch statistics, the
+    total-variability matrix ``T`` by EM, i-vector = posterior mean, length-normalised, then k-means with
+    k = 2; ``num_components=64`` and ``ivector_dim=100`` are the study's sizes. The EM iteration counts, the
+    variance floor and the minimum-divergence step are not given by the study: they follow Kaldi's
+    ``train_ivector_extractor.sh`` (10 EM iterations of ``T``, minimum divergence on) and common UBM
+    practice (20 EM iterations, variances floored at 1 % of the global variance).
+
+    ``dims="auto"`` (default) keeps the study's sizes as upper bounds and lowers them when the corpus is
+    too small for them (:meth:`sizes`): ``R <= utterances // utterances_per_dim`` and ``C <= frames //
+    frames_per_component``. Why: a ``T`` of rank R fitted by maximum likelihood on U utterances whitens
+    the i-vectors (their covariance is ~I in every fitted direction); with R close to U the fitted
+    directions are mostly sampling noise, so k-means on the (isotropic) i-vectors splits along noise.
+    Measured on 251 real LibriSpeech utterances (``benchmarks/ivector.md``): 64 components, R = 100 gave
+    gender purity 0.53-0.66 on 100-251 utterances; R = 20 failed (0.52-0.80) on 100-160 utterances but
+    not on 251; R = 4-8 gave 0.91-0.97 on every subset. ``dims="fixed"`` uses the sizes as given
+    (what a large background corpus, e.g. all of LibriSpeech as in the study, supports).
+
+    ``pitch_weight`` / ``space`` are label-free options, off by default (the study's front end is
+    MFCC-only): ``pitch_weight`` > 0 adds a corpus-normalised log-F0 stream with that stream weight
+    (MFCC-aligned, :func:`extend_gmm`); ``space="supervector"`` maps the i-vectors by ``M^(1/2)``
+    (:func:`supervector_coordinates`) before the length normalisation. ``whiten``: ZCA whitening inside
+    the length normalisation. ``n_init``: k-means restarts for the clusters.
+    """
+
+    num_components: int = 64
+    ivector_dim: int = 100
+    dims: str = "auto"
+    utterances_per_dim: int = 20
+    frames_per_component: int = 200
+    ubm_iters: int = 20
+    tv_iters: int = 10
+    var_floor: float = 0.01
+    min_divergence: bool = True
+    pitch_weight: float = 0.0
+    space: str = "ivector"
+    whiten: bool = False
+    n_init: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_components", "ivector_dim", "utterances_per_dim", "frames_per_component", "ubm_iters",
+                     "tv_iters", "n_init"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"IVectorConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_components < 2:
+            raise ValueError(f"IVectorConfig.num_components must be >= 2, got {self.num_components}")
+        if self.dims not in DIMS_POLICIES:
+            raise ValueError(f"IVectorConfig.dims must be one of {DIMS_POLICIES}, got {self.dims!r}")
+        if self.space not in SPACES:
+            raise ValueError(f"IVectorConfig.space must be one of {SPACES}, got {self.space!r}")
+        if not self.pitch_weight >= 0:
+            raise ValueError(f"IVectorConfig.pitch_weight must be >= 0, got {self.pitch_weight}")
+        if not 0 < self.var_floor < 1:
+            raise ValueError(f"IVectorConfig.var_floor must be in (0, 1), got {self.var_floor}")
+
+    def sizes(self, num_utterances: int, num_frames: int) -> tuple[int, int, str]:
+        """(components, ivector_dim, why) for a corpus of ``num_utterances`` / ``num_frames`` (see class doc)."""
+        if self.dims == "fixed":
+            return self.num_components, self.ivector_dim, "dims='fixed'"
+        comps = min(self.num_components, max(2, num_frames // self.frames_per_component))
+        dim = min(self.ivector_dim, max(2, num_utterances // self.utterances_per_dim))
+        why = []
+        if comps < self.num_components:
+            why.append(f"{num_frames} frames < {self.frames_per_component} per component x {self.num_components}")
+        if dim < self.ivector_dim:
+            why.append(f"{num_utterances} utterances < {self.utterances_per_dim} per dimension x "
+                       f"{self.ivector_dim}")
+        return comps, dim, "; ".join(why) or "the corpus supports the configured sizes"
 
 
 class DiagGMM(NamedTuple):
@@ -70,11 +157,31 @@ class DiagGMM(NamedTuple):
 
 class IVectorExtractor(NamedTuple):
     """A trained i-vector extractor: the UBM, the total-variability matrix ``T`` ``(C, F, R)`` and the
-    per-dimension precision scale ``(F,)`` of the ``T`` model (stream weights; ``None`` = all ones)."""
+    per-dimension precision scale ``(F,)`` of the ``T`` model (stream weights; ``None`` = all ones).
+
+    ``align_dims``: the frame posteriors use the first ``align_dims`` feature dimensions (the MFCCs; the
+    rest is an auxiliary stream, :func:`extend_gmm`), ``None`` = all. ``stream_norm``: (mean, std) the
+    auxiliary stream was normalised with when the extractor was fitted (the corpus log-F0 of
+    :func:`jaxneurons.pipeline.labels.log_f0_stream`), reused when extracting on another corpus.
+    """
 
     ubm: DiagGMM
     T: jax.Array
     precision_scale: jax.Array | None = None
+    align_dims: int | None = None
+    stream_norm: tuple[float, float] | None = None
+
+    @property
+    def num_components(self) -> int:
+        return int(self.T.shape[0])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.T.shape[1])
+
+    @property
+    def ivector_dim(self) -> int:
+        return int(self.T.shape[2])
 
     @property
     def model_variances(self) -> jax.Array:
@@ -589,48 +696,206 @@ def pairwise_eer(embeddings: np.ndarray, speakers: Sequence[int] | np.ndarray) -
     return float(0.5 * (fa[k] + fr[k]))
 
 
-def ivector_pipeline(
-    utterances: Sequence[np.ndarray],
-    *,
-    num_components: int = 64,
-    ivector_dim: int = 100,
-    ubm_iters: int = 20,
-    tv_iters: int = 10,
-    seed: int = 0,
-    var_floor: float = 0.01,
-    whiten: bool = False,
-    align_dims: int | None = None,
-    aux_weight: float = 1.0,
-    space: str = "ivector",
-) -> tuple[np.ndarray, IVectorExtractor]:
-    """Train a UBM and ``T`` on ``utterances`` (list of ``(T_u, F)`` features) and return their
-    length-normalised i-vectors ``(U, R)`` with the extractor.
+# ----------------------------------------------------------------- fit / extract / save / load
 
-    Defaults are the plain method (UBM and statistics on all ``F`` dims, i-vectors as they are).
-    ``align_dims``: the UBM is trained on the first ``align_dims`` dims only and sets the frame alignment;
-    the remaining dims are an auxiliary stream added by :func:`extend_gmm` to the statistics, weighted by
-    ``aux_weight`` (its precision scale in the ``T`` model). ``space``: ``"ivector"`` (posterior means)
-    or ``"supervector"`` (:func:`supervector_coordinates`), mapped before the length normalisation.
-    """
-    if space not in ("ivector", "supervector"):
-        raise ValueError(f"ivector_pipeline: space must be 'ivector' or 'supervector', got {space!r}")
-    if not aux_weight > 0:
-        raise ValueError(f"ivector_pipeline: aux_weight must be positive, got {aux_weight}")
-    frames = np.concatenate([np.asarray(u, np.float32) for u in utterances], axis=0)
+
+def _check_utterances(utterances: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+    feats = [np.asarray(u, np.float32) for u in utterances]
+    if len(feats) < 2:
+        raise ValueError(f"{what}: need at least 2 utterances, got {len(feats)}")
+    dims = {f.shape[1] if f.ndim == 2 else None for f in feats}
+    if len(dims) != 1 or None in dims:
+        raise ValueError(f"{what}: utterances must be (T_u, F) arrays of one width F, got widths "
+                         f"{sorted(map(str, dims))}")
+    return feats
+
+
+def _fit(
+    utterances: Sequence[np.ndarray], config: IVectorConfig, align_dims: int | None,
+    stream_norm: tuple[float, float] | None,
+) -> tuple[IVectorExtractor, np.ndarray, np.ndarray]:
+    feats = _check_utterances(utterances, "fit_ivector_extractor")
+    frames = np.concatenate(feats, axis=0)
     F_dim = frames.shape[1]
     if align_dims is not None and not 0 < align_dims < F_dim:
-        raise ValueError(f"ivector_pipeline: align_dims must be in [1, {F_dim}), got {align_dims}")
+        raise ValueError(f"fit_ivector_extractor: align_dims must be in [1, {F_dim}), got {align_dims}")
+    if align_dims is not None and not config.pitch_weight > 0:
+        raise ValueError("fit_ivector_extractor: an auxiliary stream (align_dims) needs pitch_weight > 0")
+    comps, dim, why = config.sizes(len(feats), frames.shape[0])
+    log.info("i-vector extractor: %d components, %d dims (configured %d / %d) from %d utterances, %d frames: %s",
+             comps, dim, config.num_components, config.ivector_dim, len(feats), frames.shape[0], why)
     train = frames if align_dims is None else frames[:, :align_dims]
-    ubm, _ = train_ubm(train, num_components, num_iters=ubm_iters, seed=seed, var_floor=var_floor)
+    ubm, _ = train_ubm(train, comps, num_iters=config.ubm_iters, seed=config.seed, var_floor=config.var_floor)
     scale = None
     if align_dims is not None:
-        ubm = extend_gmm(ubm, frames, var_floor=var_floor)
+        ubm = extend_gmm(ubm, frames, var_floor=config.var_floor)
         scale = np.ones(F_dim, np.float32)
-        scale[align_dims:] = aux_weight
-    N, F = collect_stats(ubm, utterances, align_dims=align_dims)
-    extractor = train_ivector_extractor(ubm, N, F, ivector_dim, num_iters=tv_iters, seed=seed + 1,
-                                        precision_scale=scale)
+        scale[align_dims:] = config.pitch_weight
+    N, F = collect_stats(ubm, feats, align_dims=align_dims)
+    extractor = train_ivector_extractor(ubm, N, F, dim, num_iters=config.tv_iters, seed=config.seed + 1,
+                                        min_div=config.min_divergence, precision_scale=scale)
+    return extractor._replace(align_dims=align_dims, stream_norm=stream_norm), N, F
+
+
+def fit_ivector_extractor(
+    utterances: Sequence[np.ndarray], config: IVectorConfig = IVectorConfig(), *, align_dims: int | None = None,
+    stream_norm: tuple[float, float] | None = None,
+) -> IVectorExtractor:
+    """Fit the UBM and ``T`` on a (background) corpus of ``(T_u, F)`` feature matrices.
+
+    Sizes from :meth:`IVectorConfig.sizes` (one INFO log line with the chosen sizes and why).
+    ``align_dims``: the UBM is trained on the first ``align_dims`` dims (the MFCCs), the rest is an
+    auxiliary stream (:func:`extend_gmm`) weighted by ``config.pitch_weight``; ``stream_norm`` is stored
+    with the extractor so another corpus's stream is normalised the same way.
+    """
+    return _fit(utterances, config, align_dims, stream_norm)[0]
+
+
+def _vectors(extractor: IVectorExtractor, N: np.ndarray, F: np.ndarray, config: IVectorConfig) -> np.ndarray:
     ivecs = extract_ivectors(extractor, N, F)
-    if space == "supervector":
+    if config.space == "supervector":
         ivecs = supervector_coordinates(extractor, ivecs)
-    return length_normalize(ivecs, whiten=whiten), extractor
+    return length_normalize(ivecs, whiten=config.whiten)
+
+
+def utterance_ivectors(
+    extractor: IVectorExtractor, utterances: Sequence[np.ndarray], config: IVectorConfig = IVectorConfig()
+) -> np.ndarray:
+    """Length-normalised i-vectors ``(U, R)`` of ``utterances`` under a fitted extractor.
+
+    ``config.space`` / ``config.whiten`` pick the coordinates and the length normalisation; the centring
+    (and whitening) is estimated on these utterances (label-free, what k-means on them needs).
+    """
+    feats = _check_utterances(utterances, "utterance_ivectors")
+    if feats[0].shape[1] != extractor.feature_dim:
+        raise ValueError(f"utterance_ivectors: features have {feats[0].shape[1]} dims, the extractor expects "
+                         f"{extractor.feature_dim}" + (" (MFCCs + a log-F0 stream)" if extractor.align_dims else ""))
+    N, F = collect_stats(extractor.ubm, feats, align_dims=extractor.align_dims)
+    return _vectors(extractor, N, F, config)
+
+
+class IVectorExtractorError(ValueError):
+    """A saved i-vector extractor that cannot be used (missing, corrupt or inconsistent files)."""
+
+
+EXTRACTOR_FORMAT = "jaxneurons.ivector_extractor"
+EXTRACTOR_VERSION = 1
+EXTRACTOR_ARRAYS = "ivector_extractor.safetensors"
+EXTRACTOR_META = "ivector_extractor.json"
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def save_ivector_extractor(
+    extractor: IVectorExtractor, directory: str, *, config: IVectorConfig | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> str:
+    """Write ``extractor`` as a directory: arrays in ``ivector_extractor.safetensors``, sizes, stream
+    settings, the fitting config and ``info`` (e.g. the background corpus) in ``ivector_extractor.json``.
+    Files are written atomically; returns ``directory``."""
+    from safetensors.numpy import save as save_tensors
+
+    os.makedirs(directory, exist_ok=True)
+    arrays = {"ubm_weights": extractor.ubm.weights, "ubm_means": extractor.ubm.means,
+              "ubm_variances": extractor.ubm.variances, "T": extractor.T}
+    if extractor.precision_scale is not None:
+        arrays["precision_scale"] = extractor.precision_scale
+    arrays = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in arrays.items()}
+    meta = {"format": EXTRACTOR_FORMAT, "version": EXTRACTOR_VERSION,
+            "num_components": extractor.num_components, "feature_dim": extractor.feature_dim,
+            "ivector_dim": extractor.ivector_dim, "align_dims": extractor.align_dims,
+            "stream_norm": None if extractor.stream_norm is None else [float(v) for v in extractor.stream_norm],
+            "config": None if config is None else dataclasses.asdict(config), "info": dict(info or {})}
+    _write_atomic(os.path.join(directory, EXTRACTOR_ARRAYS), save_tensors(arrays))
+    _write_atomic(os.path.join(directory, EXTRACTOR_META), (json.dumps(meta, indent=1) + "\n").encode())
+    return directory
+
+
+def _load_meta(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise IVectorExtractorError(f"{path}: missing (not an i-vector extractor directory)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IVectorExtractorError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != EXTRACTOR_FORMAT:
+        raise IVectorExtractorError(f"{path}: not an i-vector extractor description (format != {EXTRACTOR_FORMAT!r})")
+    if meta.get("version") != EXTRACTOR_VERSION:
+        raise IVectorExtractorError(f"{path}: version {meta.get('version')!r}, this code reads {EXTRACTOR_VERSION}")
+    for key in ("num_components", "feature_dim", "ivector_dim"):
+        if not isinstance(meta.get(key), int) or meta[key] < 1:
+            raise IVectorExtractorError(f"{path}: {key} must be a positive integer, got {meta.get(key)!r}")
+    return meta
+
+
+def load_ivector_extractor(directory: str) -> IVectorExtractor:
+    """Read a directory written by :func:`save_ivector_extractor`; every shape and value is checked
+    against the JSON description (:class:`IVectorExtractorError` naming the file otherwise)."""
+    from safetensors.numpy import load as load_tensors
+
+    meta_path = os.path.join(directory, EXTRACTOR_META)
+    arrays_path = os.path.join(directory, EXTRACTOR_ARRAYS)
+    if not os.path.isdir(directory):
+        raise IVectorExtractorError(f"{directory}: no such i-vector extractor directory")
+    meta = _load_meta(meta_path)
+    C, F, R = meta["num_components"], meta["feature_dim"], meta["ivector_dim"]
+    try:
+        with open(arrays_path, "rb") as f:
+            arrays = load_tensors(f.read())
+    except FileNotFoundError:
+        raise IVectorExtractorError(f"{arrays_path}: missing") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers / data
+        raise IVectorExtractorError(f"{arrays_path}: not a readable safetensors file ({exc})") from None
+    align, norm = meta.get("align_dims"), meta.get("stream_norm")
+    expected = {"ubm_weights": (C,), "ubm_means": (C, F), "ubm_variances": (C, F), "T": (C, F, R)}
+    if align is not None:
+        expected["precision_scale"] = (F,)
+    for name, shape in expected.items():
+        if name not in arrays:
+            raise IVectorExtractorError(f"{arrays_path}: array {name!r} missing")
+        if arrays[name].shape != shape:
+            raise IVectorExtractorError(f"{arrays_path}: {name} has shape {arrays[name].shape}, {meta_path} says "
+                                        f"{shape}")
+        if not np.isfinite(arrays[name]).all():
+            raise IVectorExtractorError(f"{arrays_path}: {name} contains NaN or inf")
+    if (arrays["ubm_variances"] <= 0).any() or (arrays["ubm_weights"] <= 0).any():
+        raise IVectorExtractorError(f"{arrays_path}: UBM weights and variances must be positive")
+    if abs(float(arrays["ubm_weights"].sum()) - 1.0) > 1e-3:
+        raise IVectorExtractorError(f"{arrays_path}: UBM weights sum to {arrays['ubm_weights'].sum():.4f}, not 1")
+    if align is not None and not (isinstance(align, int) and 0 < align < F):
+        raise IVectorExtractorError(f"{meta_path}: align_dims must be null or an integer in [1, {F}), got {align!r}")
+    if norm is not None and not (isinstance(norm, list) and len(norm) == 2 and float(norm[1]) > 0):
+        raise IVectorExtractorError(f"{meta_path}: stream_norm must be null or [mean, std > 0], got {norm!r}")
+    if (align is None) != (norm is None):
+        raise IVectorExtractorError(f"{meta_path}: align_dims and stream_norm must be both set or both null")
+    scale = arrays.get("precision_scale") if align is not None else None
+    if scale is not None and (scale <= 0).any():
+        raise IVectorExtractorError(f"{arrays_path}: precision_scale must be positive")
+    ubm = DiagGMM(*(jnp.asarray(arrays[k]) for k in ("ubm_weights", "ubm_means", "ubm_variances")))
+    return IVectorExtractor(ubm, jnp.asarray(arrays["T"]), None if scale is None else jnp.asarray(scale), align,
+                            None if norm is None else (float(norm[0]), float(norm[1])))
+
+
+def ivector_pipeline(
+    utterances: Sequence[np.ndarray],
+    config: IVectorConfig | None = None,
+    *,
+    align_dims: int | None = None,
+    **overrides: Any,
+) -> tuple[np.ndarray, IVectorExtractor]:
+    """Fit an extractor on ``utterances`` (list of ``(T_u, F)`` features) and return their
+    length-normalised i-vectors ``(U, R)`` with the extractor.
+
+    ``config`` (default :class:`IVectorConfig`, the study's front end) with ``overrides`` of its fields
+    (e.g. ``num_components=16``). ``align_dims``: the last dims are an auxiliary stream (needs
+    ``pitch_weight`` > 0, :func:`fit_ivector_extractor`).
+    """
+    config = dataclasses.replace(config or IVectorConfig(), **overrides)
+    extractor, N, F = _fit(utterances, config, align_dims, None)
+    return _vectors(extractor, N, F, config), extractor

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +26,14 @@ from jaxneurons.data import (
     phone_type,
 )
 from jaxneurons.data.batching import padded_batches
+from jaxneurons.features.ivector import (
+    IVectorConfig,
+    IVectorExtractor,
+    fit_ivector_extractor,
+    ivector_pipeline,
+    load_ivector_extractor,
+    utterance_ivectors,
+)
 from jaxneurons.features.pitch import pitch_bin_edges, yin
 from jaxneurons.models.config import SpeechConfig
 
@@ -163,16 +172,19 @@ def mfcc_deltas_per_utterance(audio: Sequence[np.ndarray], batch_size: int = 16)
 
 
 def log_f0_stream(
-    audio: Sequence[np.ndarray], num_frames: Sequence[int], batch_size: int = 16
-) -> list[np.ndarray] | None:
-    """Log-F0 on the MFCC frame grid, ``(num_frames[i], 1)`` per utterance, normalised over the corpus.
+    audio: Sequence[np.ndarray], num_frames: Sequence[int], batch_size: int = 16, *,
+    norm: tuple[float, float] | None = None,
+) -> tuple[list[np.ndarray], tuple[float, float]] | None:
+    """Log-F0 on the MFCC frame grid, ``(num_frames[i], 1)`` per utterance, normalised over the corpus,
+    and the ``(mean, std)`` of log-F0 it was normalised with.
 
     YIN (71-800 Hz, threshold 0.1) every 10 ms, frame t centred on sample ``160 t + 200`` like a Kaldi MFCC
     frame. Unvoiced frames take the log-F0 linearly interpolated between the neighbouring voiced frames
     (held at the ends): a continuous contour like Kaldi's pitch feature, with no fill value that would
     make its own GMM mode, and no noise. The stream is z-scored with the mean / std of the voiced frames of
-    the whole corpus, not per utterance: a speaker's pitch level is what it is for. An utterance without
-    voiced frames gets the corpus mean (0). Returns None when the corpus has no voiced frame at all.
+    the whole corpus (or with ``norm``, e.g. a background corpus's, stored with its i-vector extractor),
+    not per utterance: a speaker's pitch level is what it is for. An utterance without voiced frames gets
+    the mean (0). Returns None when the corpus has no voiced frame at all and no ``norm`` is given.
     """
     tracks: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(audio)  # (voiced frames, their log-F0)
     for idx, batch, lengths in padded_batches(audio, batch_size, IVECTOR_PAD):
@@ -183,77 +195,108 @@ def log_f0_stream(
             t = np.flatnonzero(voiced[row, : int(num_frames[i])])
             if t.size:
                 tracks[i] = (t, np.log(f0[row, t]))
-    if all(tr is None for tr in tracks):
-        return None
-    voiced_log = np.concatenate([tr[1] for tr in tracks if tr is not None])
-    mu, sd = float(voiced_log.mean()), max(float(voiced_log.std()), 1e-3)
+    if norm is None:
+        if all(tr is None for tr in tracks):
+            return None
+        voiced_log = np.concatenate([tr[1] for tr in tracks if tr is not None])
+        norm = (float(voiced_log.mean()), max(float(voiced_log.std()), 1e-3))
+    mu, sd = norm
     out = []
     for tr, n in zip(tracks, num_frames, strict=True):
         z = np.zeros(int(n)) if tr is None else (np.interp(np.arange(int(n)), tr[0], tr[1]) - mu) / sd
         out.append(z.astype(np.float32)[:, None])
-    return out
+    return out, (float(mu), float(sd))
+
+
+class IVectorInput(NamedTuple):
+    """Per-utterance i-vector frames, ``align_dims`` (MFCC width when a log-F0 stream is the last column,
+    else None) and the stream's ``(mean, std)`` normalisation (None without a stream)."""
+
+    features: list[np.ndarray]
+    align_dims: int | None
+    stream_norm: tuple[float, float] | None
 
 
 def ivector_clusters(
-    audio: Sequence[np.ndarray], num_clusters: int = 2, *, num_components: int = 64, ivector_dim: int = 100,
-    seed: int = 0, pitch_weight: float = 0.0, space: str = "ivector", n_init: int = 10,
+    audio: Sequence[np.ndarray], num_clusters: int = 2, *, config: IVectorConfig | None = None,
+    extractor: IVectorExtractor | str | None = None, **overrides: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(cluster id per utterance, length-normalised vectors): GMM-UBM + total variability on MFCC+deltas,
     then k-means (arXiv 2506.21712 uses k = 2 clusters of i-vectors as label-free speaker groups).
 
-    The defaults are the study's method (MFCC-only i-vectors). Two label-free options decide whether k = 2
-    follows gender on our espeak-ng corpus, and are what a synthetic-corpus run should pass
-    (``pitch_weight=4, space="supervector"``; the demo does). ``benchmarks/bench_ivector.py``, purity vs
-    gender over 3 English corpora and one English+Turkish corpus of 40 pseudo-speakers at ``ivector_dim``
-    100: plain i-vectors 0.50-0.58, with both options 1.00 / 1.00 / 1.00 / 0.997; pairwise speaker EER
-    0.17-0.19 -> 0.05-0.07 (table in ``benchmarks/ivector.md``):
+    ``config`` (:class:`~jaxneurons.features.ivector.IVectorConfig`, default = the study's MFCC-only front
+    end, sizes lowered to what the corpus supports: ``dims="auto"``); ``overrides`` replace its fields
+    (``num_components=..., ivector_dim=..., pitch_weight=..., space=..., seed=..., n_init=...``: what
+    ``ScanOptions`` passes). ``extractor``: a fitted extractor (or the directory of a saved one,
+    :func:`~jaxneurons.features.ivector.load_ivector_extractor`) fitted once on a background corpus
+    (:func:`fit_ivector_extractor_from_audio`); then only the statistics and i-vectors of ``audio`` are
+    computed, with the extractor's own sizes and log-F0 stream settings.
 
-    - ``pitch_weight`` > 0 adds a corpus-normalised log-F0 stream (:func:`log_f0_stream`) to the
-      statistics with that stream weight; the UBM and the frame alignment stay on the MFCCs
-      (``align_dims``, :func:`jaxneurons.features.ivector.extend_gmm`). espeak-ng's male and female
-      variants differ in F0 (per-speaker median 76-130 vs 149-305 Hz) far more than in their MFCCs.
-      0 gives the published MFCC-only front end. 4 is the smallest weight that reached >= 0.99 on all
-      four corpora (1-2: 0.87-1.00); larger weights cost speaker EER (16: 0.11-0.13).
-    - ``space="supervector"`` maps the i-vectors by ``M^(1/2)`` (the GMM-supervector / KL metric,
-      :func:`jaxneurons.features.ivector.supervector_coordinates`) before the length normalisation, so
-      k-means weighs each direction by how much it changes the model instead of treating the isotropic
-      i-vector space as flat; ``"ivector"`` is the published plain i-vector.
+    Measured (``benchmarks/ivector.md``): on real LibriSpeech (subsets of 100-251 utterances of
+    ``librispeech-251``) the default's k = 2 clusters match gender at 0.90-0.964 (the study: 97.2 % male /
+    89.8 % female); the fixed study sizes (R = 100 on a few hundred utterances) are at chance (0.54-0.61).
+    The pitch options (``pitch_weight=4, space="supervector"``) are what made k = 2 follow gender on the
+    synthetic espeak-ng corpus, whose voices differ mainly in F0 (1.000 there, default 0.59).
 
-    k-means keeps the best of ``n_init`` seeded starts (:func:`jaxneurons.scoring.speaker.kmeans`;
-    ``n_init=1`` is a single start). The two options were tuned on synthetic speech only; on real speech
-    (the study's LibriSpeech purities) they are unmeasured here, which is why they are not the default.
+    k-means keeps the best of ``config.n_init`` seeded starts (:func:`jaxneurons.scoring.speaker.kmeans`).
     """
-    feats, align_dims = ivector_input(audio, pitch=pitch_weight > 0)
-    return ivector_clusters_of_features(feats, align_dims, num_clusters, num_components=num_components,
-                                        ivector_dim=ivector_dim, seed=seed, pitch_weight=pitch_weight,
-                                        space=space, n_init=n_init)
+    config = dataclasses.replace(config or IVectorConfig(), **overrides)
+    if isinstance(extractor, str):
+        extractor = load_ivector_extractor(extractor)
+    if extractor is None:
+        inp = ivector_input(audio, pitch=config.pitch_weight > 0)
+    else:
+        inp = ivector_input(audio, pitch=extractor.align_dims is not None, stream_norm=extractor.stream_norm)
+    return ivector_clusters_of_features(inp.features, inp.align_dims, num_clusters, config=config,
+                                        extractor=extractor)
 
 
-def ivector_input(audio: Sequence[np.ndarray], *, pitch: bool = True) -> tuple[list[np.ndarray], int | None]:
-    """(per-utterance frames, align_dims): MFCC+deltas (CMN), with the log-F0 stream as a last column when
-    ``pitch`` and the corpus has voiced frames (then ``align_dims`` = the MFCC width, else None)."""
+def fit_ivector_extractor_from_audio(
+    audio: Sequence[np.ndarray], config: IVectorConfig | None = None, **overrides: Any
+) -> IVectorExtractor:
+    """Fit an i-vector extractor on a background corpus (waveforms): MFCC+deltas (and the log-F0 stream
+    when ``pitch_weight`` > 0, its normalisation stored with the extractor). Save it with
+    :func:`~jaxneurons.features.ivector.save_ivector_extractor`, reuse it with ``ivector_clusters(...,
+    extractor=...)``."""
+    config = dataclasses.replace(config or IVectorConfig(), **overrides)
+    inp = ivector_input(audio, pitch=config.pitch_weight > 0)
+    return fit_ivector_extractor(inp.features, config, align_dims=inp.align_dims, stream_norm=inp.stream_norm)
+
+
+def ivector_input(
+    audio: Sequence[np.ndarray], *, pitch: bool = True, stream_norm: tuple[float, float] | None = None
+) -> IVectorInput:
+    """MFCC+deltas (CMN) per utterance, with the log-F0 stream (:func:`log_f0_stream`, normalised over
+    this corpus or by ``stream_norm``) as a last column when ``pitch`` and there are voiced frames."""
     feats = mfcc_deltas_per_utterance(audio)
     if not pitch:
-        return feats, None
-    f0 = log_f0_stream(audio, [len(f) for f in feats])
-    if f0 is None:
-        return feats, None
-    return [np.concatenate([m, p], axis=1) for m, p in zip(feats, f0, strict=True)], feats[0].shape[1]
+        return IVectorInput(feats, None, None)
+    stream = log_f0_stream(audio, [len(f) for f in feats], norm=stream_norm)
+    if stream is None:
+        return IVectorInput(feats, None, None)
+    f0, norm = stream
+    return IVectorInput([np.concatenate([m, p], axis=1) for m, p in zip(feats, f0, strict=True)],
+                        feats[0].shape[1], norm)
 
 
 def ivector_clusters_of_features(
-    feats: Sequence[np.ndarray], align_dims: int | None, num_clusters: int = 2, *, num_components: int = 64,
-    ivector_dim: int = 100, seed: int = 0, pitch_weight: float = 0.0, space: str = "ivector",
-    n_init: int = 10,
+    feats: Sequence[np.ndarray], align_dims: int | None, num_clusters: int = 2, *,
+    config: IVectorConfig | None = None, extractor: IVectorExtractor | None = None, **overrides: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ivector_clusters` on frames from :func:`ivector_input`; ``pitch_weight`` 0 drops the stream."""
-    from jaxneurons.features.ivector import ivector_pipeline
+    """:func:`ivector_clusters` on frames from :func:`ivector_input`. Without ``extractor`` one is fitted
+    on ``feats`` (``pitch_weight`` 0 drops a log-F0 stream column); with one, its stream setting must match."""
     from jaxneurons.scoring.speaker import kmeans
 
-    if align_dims is not None and pitch_weight <= 0:
-        feats, align_dims = [f[:, :align_dims] for f in feats], None
-    ivecs, _ = ivector_pipeline(feats, num_components=num_components, ivector_dim=ivector_dim, seed=seed,
-                                align_dims=align_dims, aux_weight=pitch_weight if align_dims else 1.0,
-                                space=space)
-    _, labels = kmeans(np.asarray(ivecs), num_clusters, seed=seed, n_init=n_init)
+    config = dataclasses.replace(config or IVectorConfig(), **overrides)
+    if extractor is None:
+        if align_dims is not None and config.pitch_weight <= 0:
+            feats, align_dims = [f[:, :align_dims] for f in feats], None
+        ivecs, _ = ivector_pipeline(feats, config, align_dims=align_dims)
+    else:
+        if (align_dims is None) != (extractor.align_dims is None):
+            raise ValueError("ivector_clusters_of_features: the extractor was fitted "
+                             f"{'with' if extractor.align_dims else 'without'} a log-F0 stream, the features "
+                             f"are {'with' if align_dims else 'without'} one")
+        ivecs = utterance_ivectors(extractor, feats, config)
+    _, labels = kmeans(np.asarray(ivecs), num_clusters, seed=config.seed, n_init=config.n_init)
     return labels, np.asarray(ivecs)
