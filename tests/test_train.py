@@ -26,27 +26,7 @@ from jaxneurons.train.targets import (
     save_recipe,
     targets_cache_key,
 )
-
-TINY_MEL = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
-                        num_conv_pos_embedding_groups=2, num_clusters=4)
-
-
-def _tone_corpus(n_utts=12, seed=0):
-    """Each 20 ms frame is a tone from one of 4 frequencies; the target is which one (learnable)."""
-    rng = np.random.default_rng(seed)
-    freqs = np.array([300.0, 700.0, 1500.0, 3000.0])
-    audio, targets = [], []
-    for _ in range(n_utts):
-        frames = int(rng.integers(60, 120))
-        labels = np.repeat(rng.integers(0, 4, frames // 5 + 1), 5)[:frames]
-        t = np.arange(frames * 320 + 240) / 16000
-        f = np.repeat(freqs[labels], 320)
-        f = np.concatenate([f, np.full(240, f[-1])])
-        audio.append((0.3 * np.sin(2 * np.pi * np.cumsum(f) / 16000) + 0.01 * rng.standard_normal(len(t)))
-                     .astype(np.float32))
-        targets.append(labels.astype(np.int32))
-    return TrainData(audio, targets, num_clusters=4)
+from tests.train_helpers import TINY_MEL, tone_corpus
 
 
 def test_span_mask_properties():
@@ -60,7 +40,7 @@ def test_span_mask_properties():
 
 
 def test_batches_are_deterministic_and_aligned():
-    data = _tone_corpus()
+    data = tone_corpus()
     model = build_model(TINY_MEL)
     cfg = TrainConfig(batch_size=4, crop_seconds=0.5, seed=3)
     a, b = make_batch(data, model, cfg, 5), make_batch(data, model, cfg, 5)
@@ -73,7 +53,7 @@ def test_batches_are_deterministic_and_aligned():
 def _trainer(tmp_path, steps, name):
     cfg = TrainConfig(steps=steps, batch_size=4, crop_seconds=0.5, learning_rate=3e-3, warmup_steps=2,
                       checkpoint_every=3, log_every=100, mask_prob=0.5, mask_length=2)
-    return Trainer(build_model(TINY_MEL, seed=1), _tone_corpus(), cfg, str(tmp_path / name))
+    return Trainer(build_model(TINY_MEL, seed=1), tone_corpus(), cfg, str(tmp_path / name))
 
 
 def test_resume_after_kill_continues_the_same_trajectory(tmp_path):
@@ -91,7 +71,7 @@ def test_resume_after_kill_continues_the_same_trajectory(tmp_path):
 def test_training_learns_the_masked_frames(tmp_path):
     cfg = TrainConfig(steps=40, batch_size=4, crop_seconds=0.5, learning_rate=3e-3, warmup_steps=5,
                       checkpoint_every=40, log_every=100, mask_prob=0.5, mask_length=2)
-    history = Trainer(build_model(TINY_MEL, seed=2), _tone_corpus(), cfg, str(tmp_path / "mel")).train()
+    history = Trainer(build_model(TINY_MEL, seed=2), tone_corpus(), cfg, str(tmp_path / "mel")).train()
     loss = np.array([h["loss"] for h in history])
     acc = np.array([h["masked_accuracy"] for h in history])
     assert loss[-10:].mean() < 0.85 * loss[:5].mean(), loss
@@ -105,7 +85,7 @@ def test_continued_pretraining_of_a_conv_model_with_a_new_head_and_mask(tmp_path
     cfg = TrainConfig(steps=3, batch_size=4, crop_seconds=0.5, checkpoint_every=3, log_every=100)
     mask = np.ones((2, 64), np.float32)
     mask[0, :10] = 0.0
-    trainer = Trainer(build_model(config, seed=2), _tone_corpus(), cfg, str(tmp_path / "hubert"), neuron_mask=mask)
+    trainer = Trainer(build_model(config, seed=2), tone_corpus(), cfg, str(tmp_path / "hubert"), neuron_mask=mask)
     assert trainer.task.head is not None  # HF-family encoders get a fresh prediction head
     before = np.asarray(trainer.params["encoder"]["encoder"]["layers"][0]["feed_forward"]["intermediate_dense"]
                         ["kernel"][...])[:, :10].copy()
@@ -121,7 +101,7 @@ def test_continued_pretraining_of_a_conv_model_with_a_new_head_and_mask(tmp_path
 
 
 def _tone_audio(n_utts=6):
-    return list(_tone_corpus(n_utts).audio)
+    return list(tone_corpus(n_utts).audio)
 
 
 def test_mfcc_recipe_regenerates_the_training_targets_exactly(tmp_path):
@@ -203,7 +183,7 @@ def test_targets_cache_key_covers_geometry_init_and_data():
 
 
 def test_restore_refuses_a_checkpoint_of_another_run(tmp_path):
-    data = _tone_corpus()
+    data = tone_corpus()
     cfg = TrainConfig(steps=3, batch_size=4, crop_seconds=0.5, checkpoint_every=3, log_every=100, warmup_steps=1)
     first = Trainer(build_model(TINY_MEL, seed=1), data, cfg, str(tmp_path / "w"))
     first.train()

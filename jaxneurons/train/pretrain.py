@@ -243,6 +243,8 @@ class Trainer:
         self.fingerprint = run_fingerprint(encoder, data, config, neuron_mask)
         self.task = MaskedPredictionModel(encoder, data.num_clusters, config.seed, reinit_head=data.reinit_head)
         self.graphdef, self.params, self.rest = nnx.split(self.task, nnx.Param, ...)
+        # The step donates its parameter buffers; own copies keep the caller's model alive after training.
+        self.params = jax.tree.map(jnp.copy, self.params)
         self.tx = make_optimizer(config)
         self.opt_state = self.tx.init(self.params)
         self.step = 0
@@ -276,11 +278,6 @@ class Trainer:
             STATE_ITEM: ocp.args.StandardSave(self._checkpoint_tree()),
             FINGERPRINT_ITEM: ocp.args.JsonSave(self.fingerprint),
         }))
-        slow = os.environ.get("JAXNEURONS_TEST_SLOW_CHECKPOINT")
-        if slow:  # test hook (tests/test_resume_kill.py): a window to SIGKILL while the write is in flight
-            with open(os.path.join(self.workdir, "checkpoint-in-flight"), "w") as f:
-                f.write(str(self.step))
-            time.sleep(float(slow))
         self.manager.wait_until_finished()
 
     def restore_latest(self, on_mismatch: str = "error") -> bool:

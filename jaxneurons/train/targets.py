@@ -43,7 +43,8 @@ from jaxneurons.features.mfcc import add_deltas, cmn, mfcc
 from jaxneurons.train.fingerprint import weights_fingerprint
 
 FRAME_HOP = 320  # samples per 20 ms model frame at 16 kHz (every supported family)
-TARGET_SOURCES = ("mfcc", "layer")
+TARGET_SOURCES = ("mfcc", "layer", "head")
+SELF = "."  # recipe.json: the feature model is the model directory holding the recipe
 TARGET_CHOICES = ("recipe", "fresh_mfcc_kmeans")
 RECIPE_DIR = "targets"  # inside a model directory
 RECIPE_FILE = "recipe.json"
@@ -184,11 +185,16 @@ class TargetRecipe:
     a model directory, stored inside the trained model's ``targets/`` directory). Targets are the nearest of
     the ``num_clusters`` ``centroids`` (:func:`assign_targets`). ``geometry`` is the frame geometry the
     targets are aligned to: a model with another geometry cannot use them.
+
+    ``source="head"`` (no centroids) is the explicit fallback for a model whose original targets cannot be
+    regenerated (the bundled default model, whose iteration-1 feature model was not kept): the target of a
+    frame is the argmax of ``feature_model``'s own prediction head on the unmasked utterance, so head output
+    ``j`` keeps the meaning the trained head gives it (see docs/default_model.md).
     """
 
     source: str
     num_clusters: int
-    centroids: np.ndarray  # (num_clusters, feature dim) float32
+    centroids: np.ndarray | None  # (num_clusters, feature dim) float32; None for source "head"
     geometry: FrameGeometry
     layer: int | None = None
     feature_model: str | None = None  # model directory (absolute once loaded)
@@ -199,7 +205,10 @@ class TargetRecipe:
     def __post_init__(self) -> None:
         if self.source not in TARGET_SOURCES:
             raise TargetError(f"target source must be one of {TARGET_SOURCES}, got {self.source!r}")
-        if np.ndim(self.centroids) != 2 or len(self.centroids) != self.num_clusters:
+        if self.source == "head":
+            if self.centroids is not None or self.feature_model is None:
+                raise TargetError("recipe: source 'head' takes a feature model and no centroids")
+        elif np.ndim(self.centroids) != 2 or len(self.centroids) != self.num_clusters:
             raise TargetError(f"recipe: centroids of shape {np.shape(self.centroids)} for {self.num_clusters} "
                               "clusters")
         if self.source == "layer" and (self.layer is None or self.feature_model is None):
@@ -213,10 +222,15 @@ class TargetRecipe:
                 "geometry": dataclasses.asdict(self.geometry), "feature_model": self.feature_model_fingerprint}
         return json_fingerprint([meta, arrays_fingerprint([self.centroids])])
 
+    @property
+    def has_centroids(self) -> bool:
+        return self.centroids is not None
+
     def to_json(self) -> dict[str, Any]:
         return {"version": RECIPE_VERSION, "source": self.source, "num_clusters": self.num_clusters,
                 "layer": self.layer, "feature_model_fingerprint": self.feature_model_fingerprint,
-                "seed": self.seed, "note": self.note, "centroids_shape": list(np.shape(self.centroids)),
+                "seed": self.seed, "note": self.note,
+                "centroids_shape": list(np.shape(self.centroids)) if self.centroids is not None else None,
                 "geometry": {"hop_samples": self.geometry.hop_samples,
                              "frames_at": [list(p) for p in self.geometry.frames_at]}}
 
@@ -262,6 +276,19 @@ def fit_target_recipe(
     return recipe, assign_targets(features, centroids)
 
 
+def head_recipe(model: nnx.Module, model_dir: str, note: str = "") -> TargetRecipe:
+    """A "head" recipe for ``model`` (stored at ``model_dir``): targets = its own head's argmax, unmasked input.
+
+    The explicit fallback when a model's original targets cannot be regenerated (see :class:`TargetRecipe`);
+    store it with ``save_recipe(recipe, model_dir, self_features=True)``.
+    """
+    k = head_size(model)
+    if k is None:
+        raise TargetError("a head recipe needs a model with a prediction head (final_proj)")
+    return TargetRecipe("head", k, None, FrameGeometry.of(model), feature_model=os.path.abspath(model_dir),
+                        feature_model_fingerprint=weights_fingerprint(model), note=note)
+
+
 def recipe_features(recipe: TargetRecipe, audio: Sequence[np.ndarray], *, feature_model: nnx.Module | None = None,
                     model: nnx.Module | None = None) -> list[np.ndarray]:
     """The recipe's features of ``audio``, one (frames, F) array per utterance."""
@@ -270,7 +297,39 @@ def recipe_features(recipe: TargetRecipe, audio: Sequence[np.ndarray], *, featur
         return mfcc_frame_features(audio, frames)
     if feature_model is None:
         feature_model = load_feature_model(recipe)
+    if recipe.source == "head":
+        raise TargetError("a 'head' recipe has no features to cluster; use recipe_targets")
     return layer_features(feature_model, audio, int(recipe.layer))  # type: ignore[arg-type]
+
+
+def head_targets(model: nnx.Module, audio: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+    """Per utterance, int32 argmax of ``model``'s own prediction head on the unmasked input (frames, )."""
+    if head_size(model) is None:
+        raise TargetError("head targets need a model with a prediction head (final_proj)")
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, audio, lengths):
+        m = nnx.merge(graphdef, state)
+        out = m(audio, lengths)
+        return m.predict(out).argmax(-1).astype(jnp.int32), out.frame_lengths
+
+    result: list[np.ndarray | None] = [None] * len(audio)
+    for idx, batch, lengths in padded_batches(audio, batch_size):
+        labels, n = forward(state, jnp.asarray(batch), jnp.asarray(lengths))
+        labels, n = np.asarray(labels), np.asarray(n)
+        for row, i in enumerate(idx):
+            result[i] = labels[row, : int(n[row])]
+    return result  # type: ignore[return-value]
+
+
+def recipe_targets(recipe: TargetRecipe, audio: Sequence[np.ndarray], *, model: nnx.Module | None = None,
+                   feature_model: nnx.Module | None = None) -> list[np.ndarray]:
+    """The recipe's targets of ``audio``: nearest centroid of its features, or its feature model's head argmax."""
+    if recipe.source == "head":
+        return head_targets(feature_model if feature_model is not None else load_feature_model(recipe), audio)
+    features = recipe_features(recipe, audio, feature_model=feature_model, model=model)
+    return assign_targets(features, recipe.centroids)  # type: ignore[arg-type]
 
 
 def _geometry_num_frames(model: nnx.Module | None, geometry: FrameGeometry) -> Callable[[int], int]:
@@ -295,11 +354,14 @@ def load_feature_model(recipe: TargetRecipe) -> nnx.Module:
     return fm
 
 
-def save_recipe(recipe: TargetRecipe, model_dir: str, feature_model: nnx.Module | None = None) -> str:
+def save_recipe(recipe: TargetRecipe, model_dir: str, feature_model: nnx.Module | None = None, *,
+                self_features: bool = False) -> str:
     """Write ``model_dir/targets/`` (replacing an existing one atomically); returns its path.
 
     For a layer recipe the feature model is stored inside (float32, so its features, and with them the
     targets, are bit-identical when regenerated); pass it in memory or have ``recipe.feature_model`` point at it.
+    ``self_features=True``: the feature model IS the model in ``model_dir`` (a "head" recipe of an unpruned
+    model); nothing is copied and its weights are checked against the recipe's fingerprint on load.
     """
     from jaxneurons.models.checkpoint import save_model
 
@@ -307,14 +369,23 @@ def save_recipe(recipe: TargetRecipe, model_dir: str, feature_model: nnx.Module 
     os.makedirs(model_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-targets-", dir=model_dir)
     try:
-        if recipe.source == "layer":
+        if self_features:
+            from jaxneurons.models.checkpoint import load_model
+
+            if weights_fingerprint(load_model(model_dir)) != recipe.feature_model_fingerprint:
+                raise TargetError(f"save_recipe: {model_dir} is not the recipe's feature model")
+        elif recipe.source in ("layer", "head"):
             fm = feature_model if feature_model is not None else load_feature_model(recipe)
             if weights_fingerprint(fm) != recipe.feature_model_fingerprint:
                 raise TargetError("save_recipe: the feature model is not the one the recipe was made with")
             save_model(fm, os.path.join(tmp, FEATURE_MODEL_DIR))
-        np.save(os.path.join(tmp, CENTROIDS_FILE), np.asarray(recipe.centroids, np.float32), allow_pickle=False)
+        if recipe.centroids is not None:
+            np.save(os.path.join(tmp, CENTROIDS_FILE), np.asarray(recipe.centroids, np.float32), allow_pickle=False)
+        meta = recipe.to_json()
+        if recipe.source != "mfcc":
+            meta["feature_model"] = SELF if self_features else FEATURE_MODEL_DIR
         with open(os.path.join(tmp, RECIPE_FILE), "w") as f:
-            json.dump(recipe.to_json(), f, indent=2, sort_keys=True)
+            json.dump(meta, f, indent=2, sort_keys=True)
         old = dest + ".old"
         shutil.rmtree(old, ignore_errors=True)
         if os.path.exists(dest):
@@ -335,15 +406,17 @@ def load_recipe(model_dir: str) -> TargetRecipe | None:
     try:
         with open(path) as f:
             meta = json.load(f)
-        centroids = np.load(os.path.join(model_dir, RECIPE_DIR, CENTROIDS_FILE), allow_pickle=False)
+        centroids = (np.load(os.path.join(model_dir, RECIPE_DIR, CENTROIDS_FILE), allow_pickle=False)
+                     if meta.get("centroids_shape") is not None else None)
     except (OSError, ValueError) as e:
         raise TargetError(f"{path}: unreadable target recipe ({e})") from e
     if meta.get("version") != RECIPE_VERSION:
         raise TargetError(f"{path}: recipe version {meta.get('version')}, this jaxneurons reads {RECIPE_VERSION}")
     geometry = FrameGeometry(int(meta["geometry"]["hop_samples"]),
                              tuple((int(a), int(b)) for a, b in meta["geometry"]["frames_at"]))
-    feature_model = (os.path.abspath(os.path.join(model_dir, RECIPE_DIR, FEATURE_MODEL_DIR))
-                     if meta["source"] == "layer" else None)
+    location = meta.get("feature_model")
+    feature_model = (None if location is None else os.path.abspath(model_dir) if location == SELF
+                     else os.path.abspath(os.path.join(model_dir, RECIPE_DIR, location)))
     return TargetRecipe(meta["source"], int(meta["num_clusters"]), centroids, geometry, meta.get("layer"),
                         feature_model, meta.get("feature_model_fingerprint"), int(meta.get("seed", 0)),
                         meta.get("note", ""))
@@ -459,5 +532,5 @@ def continued_pretraining_data(
     if num_clusters is not None and num_clusters != recipe.num_clusters:
         raise TargetError(f"num_clusters={num_clusters} but the recipe has {recipe.num_clusters} clusters")
     check_recipe_fits(model, recipe)
-    labels = assign_targets(recipe_features(recipe, audio, model=model), recipe.centroids)
+    labels = recipe_targets(recipe, audio, model=model)
     return TrainData(audio, labels, recipe.num_clusters, recipe=recipe)
