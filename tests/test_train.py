@@ -204,3 +204,24 @@ def test_restore_refuses_a_checkpoint_of_another_run(tmp_path):
     fresh = Trainer(build_model(TINY_MEL, seed=2), data, cfg, str(tmp_path / "w"))
     assert not fresh.restore_latest(on_mismatch="fresh") and fresh.step == 0
     assert fresh.manager.latest_step() is None and not (tmp_path / "w" / "metrics.jsonl").exists()
+
+
+def test_bundled_default_model_has_an_explicit_recipe():
+    """Its iteration-1 feature model was not kept, so its recipe is the documented 'head' fallback: the
+    unpruned bundled model's own head argmax, also for a pruned copy (docs/default_model.md)."""
+    from jaxneurons.assets import default_model_path
+    from jaxneurons.models.checkpoint import load_model
+    from jaxneurons.train.targets import head_targets
+
+    path = default_model_path()
+    recipe = load_recipe(path)
+    assert recipe is not None and recipe.source == "head" and recipe.num_clusters == 100
+    model = load_model(path)
+    audio = [a[:16000] for a in _tone_audio(3)]
+    own = head_targets(model, audio)
+    keep = np.ones((6, 768), bool)
+    keep[:, :300] = False
+    data = continued_pretraining_data(zero_pruned(model, keep), audio, recipe=path)
+    assert not data.reinit_head and data.num_clusters == 100
+    for a, b in zip(data.targets, own, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -43,9 +43,13 @@ def arrays_fingerprint(arrays: Iterable[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def weights_fingerprint(model: nnx.Module) -> str:
-    """Hash of a model's config and every parameter (path, dtype, shape, values), independent of where it lives."""
-    h = hashlib.sha256(json_fingerprint(model.config).encode())
+def weights_fingerprint(model: nnx.Module, *, with_config: bool = True) -> str:
+    """Hash of a model's config and every parameter (path, dtype, shape, values), independent of where it lives.
+
+    ``with_config=False`` hashes the parameters only (stored target recipes: a new config field added by a
+    later jaxneurons must not make the same weights look different).
+    """
+    h = hashlib.sha256(json_fingerprint(model.config).encode() if with_config else b"params")
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
     for path, var in sorted(flat, key=lambda item: tuple(map(str, item[0]))):
         h.update(".".join(map(str, path)).encode())

@@ -267,7 +267,7 @@ def fit_target_recipe(
         if bad:
             raise TargetError(f"feature model {feature_model_path or ''} cuts frames differently from the trained "
                               f"model ({bad}): its features cannot be targets")
-        fm_fp = weights_fingerprint(feature_model)
+        fm_fp = weights_fingerprint(feature_model, with_config=False)
     recipe_stub = TargetRecipe(source, num_clusters, np.zeros((num_clusters, 1), np.float32), geometry, layer,
                                feature_model_path or ("<in memory>" if source == "layer" else None), fm_fp, seed)
     features = recipe_features(recipe_stub, audio, feature_model=feature_model, model=model)
@@ -286,7 +286,7 @@ def head_recipe(model: nnx.Module, model_dir: str, note: str = "") -> TargetReci
     if k is None:
         raise TargetError("a head recipe needs a model with a prediction head (final_proj)")
     return TargetRecipe("head", k, None, FrameGeometry.of(model), feature_model=os.path.abspath(model_dir),
-                        feature_model_fingerprint=weights_fingerprint(model), note=note)
+                        feature_model_fingerprint=weights_fingerprint(model, with_config=False), note=note)
 
 
 def recipe_features(recipe: TargetRecipe, audio: Sequence[np.ndarray], *, feature_model: nnx.Module | None = None,
@@ -348,7 +348,8 @@ def load_feature_model(recipe: TargetRecipe) -> nnx.Module:
     if recipe.feature_model is None or not os.path.isdir(recipe.feature_model):
         raise TargetError(f"recipe: feature model directory {recipe.feature_model} is missing")
     fm = load_model(recipe.feature_model)
-    if recipe.feature_model_fingerprint and weights_fingerprint(fm) != recipe.feature_model_fingerprint:
+    stored = recipe.feature_model_fingerprint
+    if stored and weights_fingerprint(fm, with_config=False) != stored:
         raise TargetError(f"{recipe.feature_model}: weights differ from the feature model the targets were made "
                           "with (fingerprint mismatch)")
     return fm
@@ -368,15 +369,16 @@ def save_recipe(recipe: TargetRecipe, model_dir: str, feature_model: nnx.Module 
     dest = os.path.join(model_dir, RECIPE_DIR)
     os.makedirs(model_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-targets-", dir=model_dir)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is a normal directory
     try:
         if self_features:
             from jaxneurons.models.checkpoint import load_model
 
-            if weights_fingerprint(load_model(model_dir)) != recipe.feature_model_fingerprint:
+            if weights_fingerprint(load_model(model_dir), with_config=False) != recipe.feature_model_fingerprint:
                 raise TargetError(f"save_recipe: {model_dir} is not the recipe's feature model")
         elif recipe.source in ("layer", "head"):
             fm = feature_model if feature_model is not None else load_feature_model(recipe)
-            if weights_fingerprint(fm) != recipe.feature_model_fingerprint:
+            if weights_fingerprint(fm, with_config=False) != recipe.feature_model_fingerprint:
                 raise TargetError("save_recipe: the feature model is not the one the recipe was made with")
             save_model(fm, os.path.join(tmp, FEATURE_MODEL_DIR))
         if recipe.centroids is not None:
@@ -459,7 +461,7 @@ def targets_cache_key(
 
     return json_fingerprint({
         "choice": choice, "source": source, "k": num_clusters, "seed": seed, "layer": layer,
-        "feature_model": None if feature_model is None else weights_fingerprint(feature_model),
+        "feature_model": None if feature_model is None else weights_fingerprint(feature_model, with_config=False),
         "recipe": None if recipe is None else recipe.fingerprint(),
         "init": weights_fingerprint(model), "geometry": dataclasses.asdict(FrameGeometry.of(model)),
         "manifest": manifest, "audio": arrays_fingerprint(audio),
