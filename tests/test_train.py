@@ -225,3 +225,54 @@ def test_bundled_default_model_has_an_explicit_recipe():
     assert not data.reinit_head and data.num_clusters == 100
     for a, b in zip(data.targets, own, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow  # four `jaxneurons train` processes
+def test_jaxneurons_train_stores_its_recipe_and_refuses_foreign_checkpoints(tmp_path):
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from jaxneurons.data import load_audio
+    from jaxneurons.data.manifest import Utterance, write_manifest
+    from jaxneurons.models.checkpoint import load_model, read_provenance
+
+    utts = []
+    for i, wav in enumerate(_tone_audio(6)):
+        path = str(tmp_path / f"u{i}.wav")
+        sf.write(path, wav, 16000)
+        utts.append(Utterance(f"u{i}", path, "s0", None, "en", len(wav) / 16000, 16000, len(wav)))
+    manifest = write_manifest(str(tmp_path / "manifest.jsonl"), utts)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    common = ["--manifest", manifest, "--steps", "2", "--batch_size", "2", "--crop_seconds", "0.5",
+              "--checkpoint_every", "2", "--warmup_steps", "1"]
+
+    def train(*args):
+        return subprocess.run([sys.executable, "-c", "from jaxneurons.cli import run; run()", "train", *common,
+                               *args], capture_output=True, text=True, env=env, timeout=900)
+
+    first = str(tmp_path / "m1")
+    out = train("--out", first, "--preset", "tiny", "--num_clusters", "8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    audio = [load_audio(u.path, 16000) for u in utts]
+    (cache,) = [d for d in os.listdir(first + ".work") if d.startswith("targets-")]
+    with np.load(os.path.join(first + ".work", cache, "labels.npz")) as z:
+        trained_on = [z[str(i)] for i in range(len(utts))]
+    data = continued_pretraining_data(load_model(first), audio, recipe=first)
+    for a, b in zip(data.targets, trained_on, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    second = str(tmp_path / "m2")
+    out = train("--out", second, "--init", first)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_provenance(second)["targets"]["choice"] == "recipe"
+    assert load_recipe(second).fingerprint() == load_recipe(first).fingerprint()
+    out = train("--out", second, "--init", first, "--learning_rate", "1e-3")  # same work dir, other run
+    assert out.returncode != 0 and "made by another run" in out.stderr and "Traceback" not in out.stderr
+
+    bare = str(tmp_path / "bare")
+    save_model(build_model(TINY_MEL), bare)  # e.g. an HF conversion: no targets/ recipe
+    out = train("--out", str(tmp_path / "m3"), "--init", bare)
+    assert out.returncode != 0 and "--targets=new" in out.stderr
