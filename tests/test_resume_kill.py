@@ -192,6 +192,7 @@ def _scan_results(out: str) -> dict[str, str]:
     return files
 
 
+@pytest.mark.slow  # three scan processes of two models (the training kill above stays in the default run)
 def test_sigkill_during_a_scan_checkpoint_write_resumes_identically(scan_inputs, tmp_path):
     manifest, models = scan_inputs
     reference, resumed, marker = str(tmp_path / "ref"), str(tmp_path / "out"), str(tmp_path / "stalled")
