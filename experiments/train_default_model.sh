@@ -13,6 +13,9 @@ COMMON=(--num_clusters 100 --batch_size 8 --crop_seconds 2 --mask_prob 0.7 --mas
 "$PY" -m jaxneurons.data.synth --num_speakers 64 --minutes 64 --languages en --seed 1 --out "$WORK/corpus"
 "$PY" -m jaxneurons.cli train --manifest "$WORK/corpus/manifest.jsonl" --out "$WORK/iter1" \
   --workdir "$WORK/iter1.work" --preset small --steps 1500 --learning_rate 7e-4 --warmup_steps 100 "${COMMON[@]}"
+# Iteration 2 fits NEW targets (--targets new; the default with --init is the model's own stored recipe), so
+# iteration 1's head is re-initialised. WORK/model then stores a "layer" recipe with iteration 1 inside
+# (WORK/model/targets/feature_model), and continued pre-training regenerates exactly its targets.
 "$PY" -m jaxneurons.cli train --manifest "$WORK/corpus/manifest.jsonl" --out "$WORK/model" \
-  --workdir "$WORK/iter2.work" --init "$WORK/iter1" --target_source layer --target_model "$WORK/iter1" \
-  --target_layer 3 --steps 2500 --learning_rate 5e-4 --warmup_steps 100 "${COMMON[@]}"
+  --workdir "$WORK/iter2.work" --init "$WORK/iter1" --targets new --target_source layer \
+  --target_model "$WORK/iter1" --target_layer 3 --steps 2500 --learning_rate 5e-4 --warmup_steps 100 "${COMMON[@]}"

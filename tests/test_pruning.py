@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -146,41 +147,138 @@ def test_alive_neurons_only():
     np.testing.assert_array_equal(np.flatnonzero(keep[0]), [3, 4, 8, 9])
 
 
-# ---------------------------------------------------------------- strategies
+# ---------------------------------------------------------------- protection that bites
 
 
-def _bias_identify(calls, quantile=0.8):
-    """Protected = neurons with a large b1 (an index-free property of the weights, like a real identify)."""
+def _with_biases(model, seed=0, spread=3.0):
+    """A copy of ``model`` with non-zero b1 (``build_model`` starts every bias at 0): |b1| then dominates the
+    L1 score, so low-|b1| neurons are the ones plain L1 prunes first."""
+    model = nnx.clone(model)
+    rng = np.random.default_rng(seed)
+    for layer in model.encoder.layers:
+        bias = layer.feed_forward.intermediate_dense.bias
+        bias.set_value(jnp.asarray(rng.uniform(-spread, spread, bias.get_value().shape), jnp.float32))
+    return model
+
+
+@pytest.fixture(scope="module")
+def biased(models):
+    return _with_biases(models["wav2vec2"])
+
+
+def _lowest(scores, count):
+    """Per layer, the ``count`` lowest-scoring neurons."""
+    out = np.zeros(scores.shape, bool)
+    for layer, row in enumerate(scores):
+        out[layer, np.argsort(row, kind="stable")[:count]] = True
+    return out
+
+
+def test_l1_score_includes_the_bias_term(biased):
+    scores = l1_scores(biased)
+    b1 = np.stack([np.asarray(layer.feed_forward.intermediate_dense.bias[...]) for layer in biased.encoder.layers])
+    assert np.abs(b1).min() > 0
+    only_bias = zero_pruned(biased, np.ones((3, 40), bool))  # same weights ...
+    for layer in only_bias.encoder.layers:  # ... then W1 and W2 of every neuron zeroed, b1 kept
+        ff = layer.feed_forward
+        ff.intermediate_dense.kernel.set_value(jnp.zeros_like(ff.intermediate_dense.kernel.get_value()))
+        ff.output_dense.kernel.set_value(jnp.zeros_like(ff.output_dense.kernel.get_value()))
+    np.testing.assert_allclose(l1_scores(only_bias), np.abs(b1), rtol=1e-6)
+    for layer in range(3):  # ... and with the weights: HF-layout norms plus |b1|
+        ff = biased.encoder.layers[layer].feed_forward
+        W1 = to_hf_layout(("kernel",), np.asarray(ff.intermediate_dense.kernel[...]))
+        W2 = to_hf_layout(("kernel",), np.asarray(ff.output_dense.kernel[...]))
+        expected = np.abs(W1).sum(1) + np.abs(b1[layer]) + np.abs(W2).sum(0)
+        np.testing.assert_allclose(scores[layer], expected, rtol=1e-6)
+
+
+def test_protecting_the_lowest_neurons_keeps_them_at_the_exact_count(biased):
+    scores = l1_scores(biased)
+    protected = _lowest(scores, 3)  # plain L1 prunes exactly these first
 
     def identify(model, keep, layer):
-        calls.append((layer, None if keep is None else [np.asarray(k).copy() for k in keep]))
-        out = []
-        for l in range(model.config.num_hidden_layers):
-            b1 = np.asarray(model.encoder.layers[l].feed_forward.intermediate_dense.bias[...])
-            out.append(b1 > np.quantile(b1, quantile))
+        return protected
+
+    plain = protected_prune(biased, 0.5)
+    keep = protected_prune(biased, 0.5, identify=identify)
+    assert (keep.sum(1) == 20).all()
+    assert keep[protected].all() and not plain[protected].any()
+    assert (keep != plain).any()
+    # the rest are the 17 best-scoring unprotected neurons of each layer
+    for layer in range(3):
+        free = np.flatnonzero(~protected[layer])
+        best = free[np.argsort(-scores[layer, free], kind="stable")[:17]]
+        np.testing.assert_array_equal(np.flatnonzero(keep[layer] & ~protected[layer]), np.sort(best))
+
+
+def test_each_re_identifies_on_the_partly_pruned_model(biased):
+    """``identify`` protects, in layer l, the neurons whose index was pruned in layer l - 1: its answer
+    depends on ``keep``, so ``each`` (re-identify before each layer) and ``all`` (once) must differ."""
+    calls = []
+
+    def identify(model, keep, layer):
+        keep = np.asarray(keep)
+        calls.append((layer, keep.copy()))
+        out = np.zeros_like(keep)
+        for l in range(1, keep.shape[0]):
+            out[l] = ~keep[l - 1]
         return out
 
-    return identify
-
-
-def test_strategy_all_and_each(models):
-    model = models["wav2vec2"]
-    calls: list = []
-    keep_all = protected_prune(model, 0.5, identify=_bias_identify(calls))
-    assert [c[0] for c in calls] == [None]
-    calls.clear()
-    keep_each = protected_prune(model, 0.5, identify=_bias_identify(calls), strategy="each")
+    plain = protected_prune(biased, 0.5)
+    keep_each = protected_prune(biased, 0.5, identify=identify, strategy="each")
     assert [c[0] for c in calls] == [0, 1, 2]
-    # before pruning layer l, layers < l are already pruned and the rest are whole
-    for layer, keep in calls:
-        for l, k in enumerate(keep):
-            assert k.sum() == (20 if l < layer else 40)
-    # a protection that does not depend on the pruning gives the same result either way
-    np.testing.assert_array_equal(keep_all, keep_each)
-    prot = np.stack(_bias_identify([])(model, None, None))
-    assert not (prot & ~keep_each).any()
+    for layer, seen in calls:  # layers < l already pruned to 20, the rest whole
+        assert [int(k.sum()) for k in seen] == [20 if l < layer else 40 for l in range(3)]
+    np.testing.assert_array_equal(keep_each[0], plain[0])
+    for l in (1, 2):  # 20 pruned indices in layer l-1 = 20 protected = everything layer l keeps
+        np.testing.assert_array_equal(keep_each[l], ~keep_each[l - 1])
+    calls.clear()
+    keep_all = protected_prune(biased, 0.5, identify=identify, strategy="all")
+    assert [c[0] for c in calls] == [None] and calls[0][1].all()  # nothing pruned yet: nothing protected
+    np.testing.assert_array_equal(keep_all, plain)
+    assert (keep_each != keep_all).any()
     with pytest.raises(PruningError, match="scope='layer'"):
-        protected_prune(model, 0.5, identify=_bias_identify([]), strategy="each", scope="global")
+        protected_prune(biased, 0.5, identify=identify, strategy="each", scope="global")
+
+
+def test_global_scope_keeps_protected_neurons_concentrated_in_one_layer():
+    # layer 0 scores lowest everywhere: plain global pruning empties it
+    scores = np.stack([np.linspace(0.0, 1.0, 20), np.linspace(2.0, 3.0, 20), np.linspace(4.0, 5.0, 20)])
+    plain = prune_to_density(scores, 0.5, scope="global")
+    assert plain[0].sum() == 0 and plain.sum() == 30
+    protected = np.zeros_like(plain)
+    protected[0, :6] = True  # the six lowest of the whole model
+    keep = prune_to_density(scores, 0.5, scope="global", protected=protected)
+    assert keep.sum() == 30 and keep[protected].all() and keep[0].sum() == 6
+    # the other 24 are the best-scoring unprotected neurons: layer 2 whole, the top 4 of layer 1
+    assert keep[2].all() and np.flatnonzero(keep[1]).tolist() == [16, 17, 18, 19]
+
+
+def test_clamp_under_global_scope():
+    scores = np.stack([np.linspace(0.0, 1.0, 10), np.linspace(2.0, 3.0, 10)])
+    protected = np.zeros((2, 10), bool)
+    protected[0, :] = True
+    protected[1, :3] = True  # 13 protected, density 0.3 keeps 6
+    with pytest.raises(PruningError, match="13 protected neurons but the global target keeps only 6"):
+        prune_to_density(scores, 0.3, scope="global", protected=protected)
+    keep = prune_to_density(scores, 0.3, scope="global", protected=protected, clamp=True)
+    np.testing.assert_array_equal(keep, protected)  # every protected neuron and nothing more
+
+
+def test_tie_break_prunes_the_lower_layer_and_index_first():
+    # layer scope: equal scores -> the lower index is pruned first
+    keep = select_keep(np.array([[1.0, 0.0, 1.0, 0.0, 1.0]]), 2)
+    np.testing.assert_array_equal(np.flatnonzero(keep[0]), [2, 4])
+    keep = select_keep(np.ones((1, 5)), 2)
+    np.testing.assert_array_equal(np.flatnonzero(keep[0]), [3, 4])
+    # global scope: equal scores -> ordered by (layer, index); layer 0 goes first
+    keep = select_keep(np.ones((2, 5)), 4, scope="global")
+    np.testing.assert_array_equal(keep, [[False] * 5, [False, True, True, True, True]])
+    # protection removes a neuron from the candidates without changing the order of the rest
+    prot = np.zeros((2, 5), bool)
+    prot[0, 0] = True
+    keep = select_keep(np.ones((2, 5)), 4, scope="global", protected=prot)
+    np.testing.assert_array_equal(keep, [[True] + [False] * 4, [False, False, True, True, True]])
 
 
 # ---------------------------------------------------------------- slimming
@@ -246,9 +344,25 @@ def test_bad_keep_shape(models):
 # ---------------------------------------------------------------- iterative
 
 
+def _small_bias_identify(model0, calls, quantile=0.25):
+    """Protected = neurons with |b1| below the unpruned model's ``quantile`` (a property of the weights that
+    survives slimming; zeroed neurons have b1 = 0 but are dead, so pruning ignores them). On a biased model
+    these are the lowest-L1 neurons, so protection bites."""
+    b1 = np.concatenate([np.asarray(l.feed_forward.intermediate_dense.bias[...]) for l in model0.encoder.layers])
+    threshold = np.quantile(np.abs(b1), quantile)
+
+    def identify(model, keep, layer):
+        out = [np.abs(np.asarray(l.feed_forward.intermediate_dense.bias[...])) < threshold
+               for l in model.encoder.layers]
+        calls.append((layer, [np.asarray(k).copy() for k in keep], out))
+        return out
+
+    return identify
+
+
 @pytest.mark.parametrize("physical", [True, False])
-def test_iterative_schedule(models, batch, physical):
-    model = models["wav2vec2"]
+def test_iterative_schedule(biased, batch, physical):
+    model = biased
     calls: list = []
     trained: list = []
 
@@ -257,7 +371,7 @@ def test_iterative_schedule(models, batch, physical):
         return m
 
     final, keep, history = iterative_prune(
-        model, neurons_per_step=6, num_steps=3, train_fn=train_fn, identify=_bias_identify(calls),
+        model, neurons_per_step=6, num_steps=3, train_fn=train_fn, identify=_small_bias_identify(model, calls),
         physical=physical,
     )
     assert [h.widths for h in history] == [[34] * 3, [28] * 3, [22] * 3]
@@ -268,9 +382,13 @@ def test_iterative_schedule(models, batch, physical):
     for h in history:
         assert all(len(k) == w for k, w in zip(h.kept, h.widths, strict=True))
     np.testing.assert_array_equal(np.stack([np.isin(np.arange(40), k) for k in history[-1].kept]), keep)
-    # protected neurons of the unpruned model (b1 is never changed) survive every step
-    prot = np.stack(_bias_identify([])(model, None, None))
+    # the protected neurons of the unpruned model (b1 is never changed) survive every step, and plain L1
+    # would have pruned some of them
+    prot = np.stack(calls[0][2])
+    assert prot.sum() >= 20
     assert not (prot & ~keep).any()
+    _, plain, _ = iterative_prune(model, neurons_per_step=6, num_steps=3, physical=physical)
+    assert (prot & ~plain).any()
     # without training, the final model is the original model masked with the final keep mask
     masked, valid = _forward(model, *batch, neuron_mask=keep_neuron_mask(keep))
     out, _ = _forward(final, *batch)
@@ -305,3 +423,65 @@ def test_iterative_errors(models):
         iterative_prune(models["wav2vec2"], neurons_per_step=30, num_steps=2)
     with pytest.raises(PruningError, match="strategy"):
         iterative_prune(models["wav2vec2"], neurons_per_step=1, num_steps=1, strategy="some")
+
+
+# ---------------------------------------------------------------- iterative pruning with real training
+
+
+def test_iterative_pruning_with_the_real_trainer(tmp_path):
+    """Two pruning steps with continued pre-training by the real Trainer in between (masked pruning): pruned
+    weights stay exactly zero through the updates (zero gradients, AdamW decay of 0 is 0), kept weights
+    change, and the neurons identified on the trained weights before each step survive it."""
+    from jaxneurons.train.pretrain import TrainConfig, Trainer
+    from tests.train_helpers import TINY_MEL, tone_corpus
+
+    model = _with_biases(build_model(TINY_MEL, seed=1), spread=1.0)
+    data = tone_corpus(8)
+    config = TrainConfig(steps=3, batch_size=2, crop_seconds=0.5, learning_rate=3e-3, warmup_steps=1,
+                         checkpoint_every=3, log_every=100, mask_prob=0.5, mask_length=2)
+    calls: list = []
+    identify = _lowest_alive_identify(calls, 3)
+    checked = []
+
+    def train_fn(m, step):
+        trainer = Trainer(m, data, config, str(tmp_path / f"step{step}"))
+        trainer.train()
+        out = trainer.encoder()
+        dead = ~np.stack(history_keep[-1])
+        for l in range(2):
+            before, after = (x.encoder.layers[l].feed_forward for x in (m, out))
+            w1b, w1a = (np.asarray(f.intermediate_dense.kernel[...]) for f in (before, after))
+            b1a = np.asarray(after.intermediate_dense.bias[...])
+            w2a = np.asarray(after.output_dense.kernel[...])
+            assert (w1a[:, dead[l]] == 0).all() and (b1a[dead[l]] == 0).all() and (w2a[dead[l]] == 0).all()
+            assert np.abs(w1a[:, ~dead[l]] - w1b[:, ~dead[l]]).max() > 1e-4  # kept weights trained
+        checked.append(step)
+        return out
+
+    history_keep: list = []
+    final, keep, history = iterative_prune(
+        model, neurons_per_step=16, num_steps=2, train_fn=train_fn, identify=identify, physical=False,
+        on_step=lambda record, m: history_keep.append([np.isin(np.arange(64), k) for k in record.kept]),
+    )
+    assert checked == [0, 1] and (keep.sum(1) == 32).all()
+    # identify ran on the unpruned and then on the trained, pruned weights
+    assert [c[0] for c in calls] == [None, None]
+    assert (np.abs(l1_scores(calls[1][2]) - l1_scores(zero_pruned(model, np.stack(history_keep[0])))) > 1e-6).any()
+    for step, (_, _, _, protected) in enumerate(calls):
+        assert protected.sum() == 6
+        assert np.stack(history_keep[step])[protected].all(), f"a neuron protected at step {step} was pruned"
+    # and protection mattered: plain L1 on the same weights prunes the protected neurons of step 0
+    assert not protected_prune(model, 48 / 64)[calls[0][3]].any()
+
+
+def _lowest_alive_identify(calls, count):
+    """Protect, per layer, the ``count`` lowest-L1 neurons still alive (what L1 pruning takes first)."""
+
+    def identify(model, keep, layer):
+        keep = np.asarray(keep)
+        scores = np.where(keep, l1_scores(model), np.inf)
+        protected = _lowest(scores, count) & keep
+        calls.append((layer, keep.copy(), model, protected))
+        return protected
+
+    return identify

@@ -15,6 +15,7 @@ weights: the baseline every property-neuron count should be read against.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -226,13 +227,35 @@ def separation_scores(model: nnx.Module, plan: ScanPlan, decoded: DecodedDataset
 
 def model_fingerprint(spec: ModelSpec, utts: Sequence[Utterance], options: ScanOptions,
                       separation: SeparationOptions) -> dict[str, str]:
-    """What a finished ``OUT/<name>/`` must have been computed from to be skipped on rerun."""
-    fp = scan_fingerprint(spec.model_id, utts, options)
+    """What a finished ``OUT/<name>/`` must have been computed from to be skipped on rerun.
+
+    The model is identified by content (config + every weight, :func:`weights_fingerprint`), not by its path:
+    weights replaced in place give another fingerprint, so the model is scanned again; so do changed scan or
+    separation options and another manifest.
+    """
+    from jaxneurons.train.fingerprint import weights_fingerprint
+
+    content = f"{weights_fingerprint(spec.load())} ({spec.model_id})"
+    fp = scan_fingerprint(content, utts, options)
     sep = json.dumps(dataclasses.asdict(separation), sort_keys=True)
     return {**fp, "separation": hashlib.sha1(sep.encode()).hexdigest()[:16]}
 
 
 def _finished(path: str, fingerprint: dict[str, str]) -> bool:
+    """Whether ``path`` holds finished results of exactly ``fingerprint``. If not, partial statistics in
+    ``path.work/`` from another fingerprint (other weights or options) are discarded, never resumed."""
+    from jaxneurons.stats.scan import load_checkpoint
+
+    stats = os.path.join(path + ".work", "stats.npz")
+    if os.path.exists(stats):
+        try:
+            stale = load_checkpoint(stats)[2].get("fingerprint") != json.loads(json.dumps(fingerprint))
+        except ValueError:  # unreadable: a scan would refuse it, so start over
+            stale = True
+        if stale:
+            log.warning("%s: partial statistics of another model or options discarded", stats)
+            with contextlib.suppress(FileNotFoundError):  # another process of the same launch removed it
+                os.remove(stats)
     run_path = os.path.join(path, RUN_FILE)
     if not os.path.exists(run_path):
         return False

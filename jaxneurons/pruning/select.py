@@ -11,7 +11,8 @@
   candidates nor kept.
 
 ``round`` is round-half-up (``floor(x + 0.5)``), not Python's banker's rounding. Ties in score are broken by
-(layer, index), so results are deterministic.
+(layer, index): of equal scores the lower layer, then the lower index, is pruned first, so results are
+deterministic (tested).
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ each layer's ``h`` once (see ``counts.cc`` for the algorithm and the tie rule, w
 
 ``JAXNEURONS_NATIVE=0`` disables it; without a compiler, when the build fails, or on a non-CPU backend,
 ``topk_method="auto"`` uses the pure-XLA path and logs one warning saying why.
+
+``JAXNEURONS_REQUIRE_NATIVE=1`` (set by ``.ci/run``) declares that the kernel MUST build here: the native
+equality tests then fail instead of skipping when it does not (:func:`native_required`).
 """
 
 from __future__ import annotations
@@ -156,6 +159,11 @@ def _load() -> tuple[bool, str]:
         return True, path
     except Exception as e:  # any build / load / registration failure: fall back to XLA
         return False, str(e)
+
+
+def native_required() -> bool:
+    """Whether ``JAXNEURONS_REQUIRE_NATIVE`` demands the kernel (CI on CPU: a failed build is an error)."""
+    return os.environ.get("JAXNEURONS_REQUIRE_NATIVE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 def native_status() -> tuple[bool, str]:
