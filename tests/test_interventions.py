@@ -220,3 +220,93 @@ def test_evaluator_errors_and_four_argument_f():
         make_mask_evaluator(f, mode="loop")
     with pytest.raises(ValueError, match="chunk_size"):
         make_mask_evaluator(f, chunk_size=2)
+
+
+# ---------------------------------------------------------------- NeuronSets / Ablation
+
+
+def test_neuron_sets_normalise_and_round_trip_json(tmp_path):
+    from jaxneurons.interventions import NeuronSets
+
+    # Unsorted, duplicated indices and mixed layer keys give the same object as the clean spelling.
+    messy = NeuronSets.from_neurons_json(
+        {"gender": {"male": {"layers.1.ffn": [5], "0": [2, 1, 2]}, "female": {1: [3]}}}, (24, 24))
+    clean = NeuronSets({"gender/male": {0: (1, 2), 1: (5,)}, "gender/female": {1: (3,)}}, (24, 24))
+    assert messy == clean
+    assert messy.to_neurons_json() == {"gender": {"male": {"layers.0.ffn": [1, 2], "layers.1.ffn": [5]},
+                                                  "female": {"layers.1.ffn": [3]}}}
+    assert NeuronSets.from_neurons_json(messy.to_neurons_json(), (24, 24)) == messy
+    path = messy.save(str(tmp_path / "sets.json"))
+    assert NeuronSets.load(path) == messy  # widths stored with the sets
+    plain = tmp_path / "neurons.json"
+    plain.write_text(__import__("json").dumps(messy.to_neurons_json()))
+    assert NeuronSets.load(str(plain), widths=(24, 24)) == messy
+    with pytest.raises(ValueError, match="pass widths"):
+        NeuronSets.load(str(plain))
+    with pytest.raises(ValueError, match="widths"):
+        NeuronSets.load(path, widths=(24, 12))
+    assert messy.size("gender/male") == 3 and messy.per_layer_sizes() == [2, 2]
+    assert messy.select("gender").names() == ["gender/male", "gender/female"]
+    assert messy.select("gender/female").names() == ["gender/female"]
+    with pytest.raises(ValueError, match="no neuron set"):
+        messy.select("pitch")
+    with pytest.raises(ValueError, match=r"\[0, 24\)"):
+        NeuronSets({"a/b": {0: (24,)}}, (24, 24))
+    with pytest.raises(ValueError, match="'property/group'"):
+        NeuronSets({"nogroup": {0: (1,)}}, (24, 24))
+
+
+def test_random_control_is_disjoint_same_sized_and_refuses_a_small_pool():
+    from jaxneurons.interventions import InterventionError, NeuronSets
+
+    widths = (10, 6)  # a pruned model: layer 1 has only 6 neurons (columns 6..9 do not exist)
+    sets = NeuronSets({"p/a": {0: range(0, 4), 1: (0, 1)}, "p/b": {0: (4, 5), 1: (2, 3)}}, widths)
+    a, b = sets.selection("p/a"), sets.selection("p/b")
+    for seed in range(30):
+        ctrl = sets.random_control("p/a", seed, exclude="p/b")
+        assert ctrl.sum(1).tolist() == [4, 2]
+        assert not (ctrl & a).any() and not (ctrl & b).any()
+        assert not ctrl[1, 6:].any()  # never a neuron the layer does not have
+    # Layer 1 has 6 - 2 (set) - 2 (excluded) = 2 eligible neurons for 2: still fine; exclude one more -> error.
+    extra = np.zeros_like(a)
+    extra[1, 4] = True
+    with pytest.raises(InterventionError, match="layer 1"):
+        sets.random_control("p/a", 0, exclude=b | extra)
+    assert issubclass(InterventionError, ValueError)
+
+
+def test_pipeline_random_control_no_longer_overlaps_silently():
+    from jaxneurons.interventions import InterventionError
+    from jaxneurons.pipeline.ablation import random_control
+
+    mask = np.zeros((1, 4), bool)
+    mask[0, :3] = True
+    with pytest.raises(InterventionError):  # the old code drew from all neurons, overlapping the set
+        random_control(mask, 0, exclude=mask)
+    half = np.array([[True, True, False, False]])
+    ctrl = random_control(half, 0)
+    assert ctrl.sum() == 2 and not (ctrl & half).any()
+
+
+def test_to_ablation_zeroes_exactly_the_set_in_a_forward(model, batch):
+    from jaxneurons.interventions import NeuronSets
+
+    widths = (CONFIG.intermediate_size,) * CONFIG.num_hidden_layers
+    sets = NeuronSets({"p/a": {0: (1, 7, 20), 1: (3,)}, "p/b": {1: (0,)}}, widths)
+    _, clean, _ = forward_with_captures(model, batch["audio"], batch["lengths"])
+    ab = sets.to_ablation(model, "p/a")
+    assert ab.label == "p/a" and ab.neuron_offset is None
+    _, ablated, _ = forward_with_captures(model, batch["audio"], batch["lengths"], **ab.kwargs())
+    sel = sets.selection("p/a")
+    h0, a0 = np.asarray(clean[0]), np.asarray(ablated[0])
+    assert (np.abs(h0[..., sel[0]]) > 0).any()  # the neurons were active before
+    np.testing.assert_array_equal(a0[..., sel[0]], 0.0)
+    np.testing.assert_array_equal(a0[..., ~sel[0]], h0[..., ~sel[0]])  # layer 0: nothing else changed
+    np.testing.assert_array_equal(np.asarray(ablated[1])[..., sel[1]], 0.0)
+    assert (np.asarray(ablated[1])[..., ~sel[1]] != 0).any()
+    mean = np.full((2, CONFIG.intermediate_size), 0.25, np.float32)
+    abm = sets.to_ablation(model, "p/a", kind="mean", mean=mean)
+    _, meaned, _ = forward_with_captures(model, batch["audio"], batch["lengths"], **abm.kwargs())
+    np.testing.assert_allclose(np.asarray(meaned[0])[..., sel[0]], 0.25)
+    with pytest.raises(ValueError, match="widths"):
+        NeuronSets({"p/a": {0: (1,)}}, (24, 12)).to_ablation(model)

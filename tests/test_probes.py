@@ -400,3 +400,129 @@ def test_stream_training_and_extraction_errors(tiny):
         extract_features(model, [short], frame_label_keys=("label",))
     with pytest.raises(ValueError, match="out of range"):
         extract_features(model, batches[:1], layers=[7])
+
+
+# ---------------------------------------------------------------- ProbeSuite
+
+
+class _BlockMeanConfig:
+    """Just enough of a model config for the suite: one layer, 2 'neurons', 320-sample frames."""
+
+    family = "wav2vec2"
+    conv_kernel = (320,)
+    conv_stride = (320,)
+    num_hidden_layers = 1
+    num_attention_heads = 1
+    uniform_ffn = True
+
+    def ffn_width(self, layer):
+        return 2
+
+    def __hash__(self):
+        return 0
+
+    def __eq__(self, other):
+        return isinstance(other, _BlockMeanConfig)
+
+
+class _BlockMeanModel(__import__("flax").nnx.Module):
+    """hidden state = (mean of each 320-sample block, 0.1) * neuron_mask + neuron_offset: features are known."""
+
+    def __init__(self):
+        self.config = _BlockMeanConfig()
+
+    def num_frames(self, n):
+        return (n - 320) // 320 + 1
+
+    def __call__(self, audio, lengths, neuron_mask=None, neuron_offset=None, head_mask=None):
+        import types
+
+        import jax.numpy as jnp
+
+        b, s = audio.shape
+        t = (s - 320) // 320 + 1
+        block = audio[:, : t * 320].reshape(b, t, 320).mean(-1)
+        h = jnp.stack([block, jnp.full_like(block, 0.1)], -1)
+        h = h * neuron_mask[0] + neuron_offset[0]
+        frame_lengths = (lengths - 320) // 320 + 1
+        return types.SimpleNamespace(hidden_states=(h, h), frame_lengths=frame_lengths,
+                                     frame_mask=jnp.arange(t)[None] < frame_lengths[:, None])
+
+
+def _level_corpus(num_speakers=8, per_speaker=4):
+    """Utterances whose label 'level' (hi / lo) is the sign of their DC offset: a linear probe must get it all."""
+    from jaxneurons.data import Utterance
+
+    rng = np.random.default_rng(0)
+    utts, audio = [], []
+    for s in range(num_speakers):
+        for k in range(per_speaker):
+            level = "hi" if (s + k) % 2 == 0 else "lo"
+            n = 320 * int(rng.integers(5, 12))
+            audio.append((0.5 if level == "hi" else -0.5) + 0.01 * rng.standard_normal(n).astype(np.float32))
+            utts.append(Utterance(f"s{s}_{k}", f"/nonexistent/s{s}_{k}.wav", f"s{s}", None, None, n / 16000, 16000, n,
+                                  labels={"level": level}))
+    return utts, audio
+
+
+def test_probe_suite_known_answer_chance_ci_and_drops():
+    from jaxneurons.interventions import Ablation
+    from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
+
+    utts, audio = _level_corpus()
+    suite = ProbeSuite(utts, ProbeSuiteConfig(tasks=("level", "speaker"), epochs=20, min_steps=50,
+                                              bootstrap_draws=200), audio=audio)
+    split, kind = suite.splits["level"]
+    assert kind == "speaker_disjoint"
+    spk = lambda idx: {utts[i].speaker for i in idx}  # noqa: E731
+    assert not spk(split.train) & spk(split.test) and not spk(split.dev) & spk(split.test)
+    sp_split, sp_kind = suite.splits["speaker"]
+    assert sp_kind == "within_speaker" and spk(sp_split.test) == spk(sp_split.train)  # speaker ID: same speakers
+    clean = suite.fit(_BlockMeanModel())
+    level = clean["level"]
+    assert level["metric"] == "accuracy" and level["value"] == 1.0 and level["ci95"] == [1.0, 1.0]
+    test_levels = [utts[i].labels["level"] for i in split.test]
+    majority = max(test_levels.count("hi"), test_levels.count("lo")) / len(test_levels)
+    train_levels = [utts[i].labels["level"] for i in split.train]
+    train_major = max(("hi", "lo"), key=train_levels.count)
+    assert level["chance"] == pytest.approx(test_levels.count(train_major) / len(test_levels))
+    assert level["n_utterances"] == len(split.test) and set(level["per_class"]) == {"hi", "lo"}
+    # Zeroing neuron 0 leaves a constant feature: the probe gives one class everywhere.
+    mask = np.array([[0.0, 1.0]], np.float32)
+    drops = suite.drops(_BlockMeanModel(), {"no_dc": Ablation(neuron_mask=mask, label="no_dc")})
+    ablated = drops["no_dc"]["level"]
+    assert ablated["value"] in (pytest.approx(majority), pytest.approx(1 - majority))
+    assert ablated["drop"] == pytest.approx(1.0 - ablated["value"])
+    assert 0 < ablated["drop_ci95"][0] <= ablated["drop"] <= ablated["drop_ci95"][1]
+    assert drops["clean"]["level"]["value"] == 1.0
+
+
+def test_bootstrap_over_utterances_covers_the_truth():
+    """Utterances differ (per-utterance accuracy ~ Beta): a CI over utterances covers the true mean ~95 % of the
+    time; one over frames would be far too narrow and cover it much less often."""
+    from jaxneurons.probes import bootstrap_ci
+
+    rng = np.random.default_rng(1)
+    truth, covered = 0.7, 0
+    for _ in range(100):
+        p = rng.beta(7, 3, size=40)  # mean 0.7
+        frames = rng.integers(50, 150, size=40)
+        correct = rng.binomial(frames, p)
+        draws = rng.integers(0, 40, size=(500, 40))
+        lo, hi = bootstrap_ci(correct, frames, draws)
+        covered += lo <= truth <= hi
+    assert 85 <= covered <= 100
+
+
+def test_probe_suite_config_and_errors():
+    from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig, SplitError
+
+    assert ProbeSuiteConfig().hidden_state(12) == 12 and ProbeSuiteConfig(layer="mid").hidden_state(12) == 6
+    assert ProbeSuiteConfig(layer=-2).hidden_state(12) == 11 and ProbeSuiteConfig(layer=3).layer == "3"
+    with pytest.raises(ValueError, match="layer"):
+        ProbeSuiteConfig(layer="first")
+    utts, audio = _level_corpus(num_speakers=2)
+    with pytest.raises(SplitError, match="at least 3 speakers"):
+        ProbeSuite(utts, ProbeSuiteConfig(tasks=("level",)), audio=audio)
+    with pytest.raises(ValueError, match="neither a built-in task"):
+        ProbeSuite(utts, ProbeSuiteConfig(tasks=("colour",)), audio=audio)

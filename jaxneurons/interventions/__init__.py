@@ -3,6 +3,7 @@ evaluation of many masks with one compiled function."""
 
 from jaxneurons.interventions.evaluate import evaluate_masks, make_mask_evaluator, model_metric_fn
 from jaxneurons.interventions.masks import (
+    InterventionError,
     head_mask_keep_only,
     head_mask_remove,
     head_selection,
@@ -15,8 +16,12 @@ from jaxneurons.interventions.masks import (
     union,
     zero_ablation,
 )
+from jaxneurons.interventions.sets import Ablation, NeuronSets
 
 __all__ = [
+    "Ablation",
+    "InterventionError",
+    "NeuronSets",
     "evaluate_masks",
     "head_mask_keep_only",
     "head_mask_remove",

@@ -28,6 +28,10 @@ LayerIndices = Mapping[int | str, Sequence[int]] | Sequence[Sequence[int]]
 _HOOK = re.compile(r"^layers\.(\d+)\.(ffn|attn)$")
 
 
+class InterventionError(ValueError):
+    """An ablation or control that cannot be built as asked (bad set, too small a pool for a control)."""
+
+
 def _layer_id(key: int | str, num_layers: int) -> int:
     """``3``, ``"3"`` or ``"layers.3.ffn"`` -> 3 (checked against ``num_layers``)."""
     hook = _HOOK.match(key) if isinstance(key, str) else None
@@ -195,7 +199,9 @@ def random_controls(
     counts = sel.sum(axis=1)
     for layer, (need, have) in enumerate(zip(counts, pool.sum(axis=1), strict=True)):
         if need > have:
-            raise ValueError(f"layer {layer}: control needs {need} units but only {have} are eligible")
+            raise InterventionError(
+                f"layer {layer}: a random control needs {need} units but only {have} are outside the excluded "
+                "set; a control drawn from the set itself would not control for it")
     rng = np.random.default_rng(seed)
     out = np.zeros((num_sets, *sel.shape), bool)
     for s in range(num_sets):

@@ -1,9 +1,10 @@
-"""Ablation effects measured by probes: train probes on the unablated model, evaluate them on ablated ones.
+"""Ablation effects measured by probes (kept for its callers; new code uses :class:`jaxneurons.probes.ProbeSuite`
+with :class:`jaxneurons.interventions.NeuronSets` directly).
 
-Model editing as in arXiv 2409.05910: zeroing neuron ``i`` is ``h[..., i] = 0`` (equivalently zeroing
-column ``W2[:, i]``, keeping ``b2``). Every neuron set is compared with a random control of the same size
-in every layer (seeded), so an effect can be told apart from "fewer neurons". Probes read the last layer's
-output, which every ablated layer feeds. Splits are speaker-disjoint (stratified by gender when known).
+Model editing as in arXiv 2409.05910: zeroing neuron ``i`` is ``h[..., i] = 0``. Every neuron set is compared
+with a random control of the same size in every layer, drawn only outside the union of the sets (an
+:class:`~jaxneurons.interventions.InterventionError` when a layer has too few other neurons, never a silent
+overlap). The split, the training recipe, chance levels and confidence intervals are the ProbeSuite's.
 """
 
 from __future__ import annotations
@@ -14,86 +15,57 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from jaxneurons.data import BatchLoader, FrameLabelSpec, Utterance
-from jaxneurons.pipeline.labels import GENDERS, PhoneInventory, frame_geometry
-from jaxneurons.probes import evaluate, extract_features, speaker_disjoint_split, train_gender_probe, train_phone_probe
+from jaxneurons.data import Utterance
+from jaxneurons.interventions import NeuronSets, random_controls
 
 
 def random_control(mask: np.ndarray, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """A random set with the same number of neurons per layer as ``mask`` (avoiding ``exclude`` if possible)."""
-    rng = np.random.default_rng(seed)
-    out = np.zeros_like(mask, dtype=bool)
-    for layer in range(mask.shape[0]):
-        n = int(mask[layer].sum())
-        pool = np.flatnonzero(~exclude[layer]) if exclude is not None else np.arange(mask.shape[1])
-        if len(pool) < n:
-            pool = np.arange(mask.shape[1])
-        out[layer, rng.choice(pool, n, replace=False)] = True
-    return out
+    """A random set with the same number of neurons per layer as ``mask``, drawn outside ``mask`` and ``exclude``.
+
+    Raises :class:`~jaxneurons.interventions.InterventionError` when a layer has too few eligible neurons.
+    """
+    mask = np.asarray(mask, bool)
+    excluded = mask if exclude is None else mask | np.asarray(exclude, bool)
+    return random_controls(mask, 1, seed=seed, exclude=excluded)[0]
 
 
 def probe_ablation(
     model: nnx.Module,
     utts: Sequence[Utterance],
-    inventory: PhoneInventory,
+    inventory: Any,
     neuron_sets: Mapping[str, np.ndarray],
     *,
     batch_size: int = 8,
     seed: int = 0,
-    max_epochs: int = 30,
+    max_epochs: int | None = None,
+    tasks: Sequence[str] = ("phone", "gender"),
 ) -> dict[str, Any]:
-    """Phone (frame) and gender (utterance) probe metrics for the clean model and each ablation + control.
+    """Phone and gender probe results for the clean model, each zero-ablated set and its random control.
 
-    ``neuron_sets``: name -> (L, D) bool neurons to zero. Returns {"clean": {...}, name: {...},
-    f"{name} (random)": {...}, "sizes": {name: n}} with test-set accuracies and chance levels.
+    ``neuron_sets``: name -> (L, D) bool. ``inventory`` is unused (the suite reads the manifest's phone set);
+    kept for the callers' signature. Returns ``ProbeSuite.drops`` plus ``"sizes"`` and ``"split"``.
     """
-    geometry = frame_geometry(model.config)
-    loader = BatchLoader(
-        utts, batch_size, geometry, labels={
-            "phone": FrameLabelSpec("phones", inventory.vocab, frames="all", ignore=("sil",))},
-    )
-    values = {
-        "utt": np.arange(len(utts)),
-        "gender": np.array([GENDERS.index(u.gender) if u.gender in GENDERS else -1 for u in utts]),
-    }
-    layer = model.config.num_hidden_layers
+    from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
 
-    def features(mask):
-        return extract_features(model, loader, layers=[layer], frame_label_keys=("phone",),
-                                utt_label_values=values, neuron_mask=mask)
-
-    clean = features(None)
-    order = np.asarray(clean.utt_labels["utt"])
-    speakers = [utts[i].speaker or utts[i].utt_id for i in order]
-    gender = np.asarray(clean.utt_labels["gender"])
-    split = speaker_disjoint_split(speakers, dev_fraction=0.15, test_fraction=0.25, seed=seed,
-                                   stratify=gender if (gender >= 0).all() else None)
-    phone = train_phone_probe(clean.subset(split.train), clean.subset(split.dev), num_classes=inventory.size,
-                              class_names=inventory.vocab.labels, max_epochs=max_epochs, seed=seed)
-    has_gender = len(set(gender[split.train])) == 2
-    sex = None
-    if has_gender:
-        sex = train_gender_probe(clean.subset(split.train).pooled(), clean.subset(split.dev).pooled(),
-                                 num_classes=2, class_names=list(GENDERS), seed=seed)
-
-    def metrics(feats) -> dict[str, Any]:
-        test = feats.subset(split.test)
-        out = {"phone_accuracy": evaluate(phone, test)["accuracy"]}
-        if sex is not None:
-            out["gender_accuracy"] = evaluate(sex, test.pooled())["accuracy"]
-        return out
-
-    results: dict[str, Any] = {"clean": metrics(clean), "sizes": {}, "split": split.sizes()}
-    results["chance"] = {"phone_accuracy": evaluate(phone, clean.subset(split.test))["chance"]["accuracy"]}
-    if sex is not None:
-        results["chance"]["gender_accuracy"] = evaluate(sex, clean.subset(split.test).pooled())["chance"]["accuracy"]
-    union = np.zeros_like(next(iter(neuron_sets.values())), dtype=bool) if neuron_sets else None
-    for m in neuron_sets.values():
-        union |= np.asarray(m, bool)
+    del inventory
+    config = ProbeSuiteConfig(tasks=tuple(tasks), batch_size=batch_size, seed=seed,
+                              **({"epochs": max_epochs} if max_epochs is not None else {}))
+    suite = ProbeSuite(utts, config)
+    suite.fit(model)
+    cfg = model.config
+    widths = tuple(cfg.ffn_width(i) for i in range(cfg.num_hidden_layers))
+    sets = NeuronSets.from_selections({_set_name(k): v for k, v in neuron_sets.items()}, widths)
+    union = sets.selection() if neuron_sets else None
+    ablations = {}
     for k, (name, mask) in enumerate(neuron_sets.items()):
-        mask = np.asarray(mask, bool)
-        results["sizes"][name] = int(mask.sum())
-        results[name] = metrics(features((~mask).astype(np.float32)))
-        control = random_control(mask, seed + 1000 + k, exclude=union)
-        results[f"{name} (random)"] = metrics(features((~control).astype(np.float32)))
+        ablations[name] = sets.to_ablation(model, _set_name(name), label=name)
+        control = random_control(np.asarray(mask, bool), seed + 1000 + k, exclude=union)
+        ablations[f"{name} (random)"] = NeuronSets.selection_ablation(model, control, label=f"{name} (random)")
+    results = suite.drops(model, ablations)
+    results["sizes"] = {name: int(np.asarray(m, bool).sum()) for name, m in neuron_sets.items()}
+    results["split"] = {t: {"kind": kind, **split.sizes()} for t, (split, kind) in suite.splits.items()}
     return results
+
+
+def _set_name(name: str) -> str:
+    return name if "/" in name else f"set/{name}"

@@ -25,6 +25,7 @@ from jaxneurons.probes.probe import (
     train_probe,
 )
 from jaxneurons.probes.splits import Split, SplitError, speaker_disjoint_split, within_speaker_split
+from jaxneurons.probes.suite import ProbeSuite, ProbeSuiteConfig, bootstrap_ci
 from jaxneurons.probes.tasks import (
     train_frame_classifier,
     train_gender_probe,
@@ -40,9 +41,12 @@ __all__ = [
     "FrameFeatures",
     "Probe",
     "ProbeConfig",
+    "ProbeSuite",
+    "ProbeSuiteConfig",
     "Split",
     "SplitError",
     "UtteranceFeatures",
+    "bootstrap_ci",
     "confusion_matrix",
     "ctc_greedy_decode",
     "evaluate",
