@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments.aape import (
+from experiments.common import define_corpus_flags
+from jaxneurons.studies.corpora import (
     CORPUS_KEY,
     class_of,
-    define_corpus_flags,
     fmt,
     label_corpora,
     load_models,
@@ -91,7 +91,7 @@ def selective_sets(scored: Mapping[str, dict], keys: Sequence[str], fractions: S
     sets: dict[float, dict[str, np.ndarray]] = {float(f): {} for f in fractions}
     scores = {}
     for key in keys:
-        for cls, sc in scored[f"selective:{key}"]["scores"].items():
+        for cls, sc in scored[f"selective_{key}"]["scores"].items():
             name = f"{key.removeprefix(SCOPE + '.')}:{cls}"
             scores[name] = np.asarray(sc)
             for f, m in selective_prune_masks(sc, fractions, widths=widths).items():
@@ -185,8 +185,7 @@ def main(argv: list[str]) -> None:
     keys = [f"{SCOPE}.{t.slug}" for t in tasks[SCOPE]]
     if not keys:
         sys.exit(f"error: no usable task ({skipped})")
-    options = ScanOptions(properties=tuple(f"selective:{k}" for k in keys), frames="all",
-                          batch_size=FLAGS.batch_size)
+    options = ScanOptions(properties=tuple(f"selective_{k}" for k in keys), batch_size=FLAGS.batch_size)
     model_path, models = load_models(FLAGS.model, FLAGS.random_init_twin, FLAGS.twin_seed)
     cfg = models["trained"].config
     widths = [cfg.ffn_width(i) for i in range(cfg.num_hidden_layers)]

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jaxneurons.config_flags import field_help
 from jaxneurons.data import DataIssues, Utterance
 from jaxneurons.models import SpeechConfig, build_model, forward_with_captures
 from jaxneurons.models.checkpoint import CONFIG_FILE, load_model
@@ -178,12 +179,13 @@ def front_end_name(config: SpeechConfig) -> str:
 class SeparationOptions:
     """Silhouette of phone-middle frame features by phone type and by gender, per layer (seeded subsample)."""
 
-    enabled: bool = True
-    max_utterances: int = 64
-    max_points: int = 2000
-    metric: str = "cosine"
-    seed: int = 0
-    batch_size: int = 8
+    enabled: bool = field_help(True, "Multi-model scans: silhouette of phone-middle frames by phone type and gender, "
+                               "per layer, on a seeded subsample.")
+    max_utterances: int = field_help(64, "Utterances of the subsample.")
+    max_points: int = field_help(2000, "Frames of the subsample.")
+    metric: str = field_help("cosine", "Distance of the silhouette (sklearn metric name).")
+    seed: int = field_help(0, "Seed of the subsample.")
+    batch_size: int = field_help(8, "Utterances per forward batch.")
 
 
 def separation_scores(model: nnx.Module, plan: ScanPlan, decoded: DecodedDataset,
