@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models.checkpoint import save_model
+from jaxneurons.pruning import zero_pruned
 from jaxneurons.train.masking import span_mask
-from jaxneurons.train.pretrain import TrainConfig, TrainData, Trainer, make_batch
+from jaxneurons.train.pretrain import CheckpointMismatchError, TrainConfig, TrainData, Trainer, make_batch
+from jaxneurons.train.targets import (
+    TargetError,
+    continued_pretraining_data,
+    fit_target_recipe,
+    kmeans_targets,
+    load_recipe,
+    mfcc_frame_features,
+    save_recipe,
+    targets_cache_key,
+)
 
 TINY_MEL = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
@@ -100,3 +115,112 @@ def test_continued_pretraining_of_a_conv_model_with_a_new_head_and_mask(tmp_path
     # Masked neurons get no gradient through h; only weight decay shrinks their W1 columns.
     np.testing.assert_allclose(after, before * (1 - 0.01 * np.asarray([h["learning_rate"] for h in history])).prod(),
                                rtol=1e-5)
+
+
+# ---------------------------------------------------------------- target recipes (METHODS.md §1: same targets)
+
+
+def _tone_audio(n_utts=6):
+    return list(_tone_corpus(n_utts).audio)
+
+
+def test_mfcc_recipe_regenerates_the_training_targets_exactly(tmp_path):
+    model = build_model(TINY_MEL, seed=1)
+    audio = _tone_audio()
+    recipe, labels = fit_target_recipe(model, audio, 4, seed=3)
+    save_recipe(recipe, str(tmp_path / "m"))
+    # a different (e.g. pruned) model with the same head and geometry gets the same targets
+    pruned = zero_pruned(model, np.arange(64)[None, :].repeat(2, 0) < 20)
+    data = continued_pretraining_data(pruned, audio, recipe=str(tmp_path / "m"))
+    assert data.num_clusters == 4 and not data.reinit_head and data.recipe.source == "mfcc"
+    for a, b in zip(data.targets, labels, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # fresh k-means of the same features (what continued pre-training did before recipes) is another labelling
+    fresh, _ = kmeans_targets(mfcc_frame_features(audio, lambda n: int(model.num_frames(n))), 4, seed=4)
+    assert any((a != b).any() for a, b in zip(fresh, labels, strict=True))
+
+
+def test_layer_recipe_stores_its_feature_model(tmp_path):
+    model = build_model(TINY_MEL, seed=1)
+    feature_model = build_model(TINY_MEL, seed=9)  # "iteration 1"
+    audio = _tone_audio()
+    recipe, labels = fit_target_recipe(model, audio, 4, source="layer", feature_model=feature_model, layer=1)
+    save_recipe(recipe, str(tmp_path / "m"), feature_model=feature_model)
+    loaded = load_recipe(str(tmp_path / "m"))
+    assert loaded.source == "layer" and loaded.layer == 1
+    assert os.path.isdir(loaded.feature_model) and str(tmp_path / "m") in loaded.feature_model
+    data = continued_pretraining_data(model, audio, recipe=loaded)
+    for a, b in zip(data.targets, labels, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the stored feature model is checked against the fingerprint the targets were made with
+    save_model(build_model(TINY_MEL, seed=10), loaded.feature_model)
+    with pytest.raises(TargetError, match="fingerprint mismatch"):
+        continued_pretraining_data(model, audio, recipe=str(tmp_path / "m"))
+
+
+def test_head_and_geometry_mismatch_and_missing_recipe_are_errors(tmp_path):
+    model = build_model(TINY_MEL, seed=1)
+    audio = _tone_audio(3)
+    recipe, _ = fit_target_recipe(model, audio, 4)
+    with pytest.raises(TargetError, match="head .* predicts 5 clusters but its target recipe has 4"):
+        continued_pretraining_data(build_model(TINY_MEL.replace(num_clusters=5)), audio, recipe=recipe)
+    with pytest.raises(TargetError, match="cuts frames differently"):  # 10 ms frames instead of 20 ms
+        continued_pretraining_data(build_model(TINY_MEL.replace(frame_stacking=1)), audio, recipe=recipe)
+    with pytest.raises(TargetError, match="fresh_mfcc_kmeans"):
+        continued_pretraining_data(model, audio, recipe=str(tmp_path))  # no targets/recipe.json there
+    with pytest.raises(TargetError, match="fresh_mfcc_kmeans"):
+        continued_pretraining_data(model, audio)
+    with pytest.raises(ValueError, match="encoder head predicts 4 clusters, targets have 3"):
+        Trainer(model, TrainData(audio, [np.zeros(10, np.int32)] * 3, 3), TrainConfig(), str(tmp_path / "w"))
+
+
+def test_fresh_targets_are_explicit_and_reinitialise_the_head(tmp_path):
+    model = build_model(TINY_MEL, seed=1)
+    head = np.asarray(model.final_proj.kernel[...]).copy()
+    data = continued_pretraining_data(model, _tone_audio(4), targets="fresh_mfcc_kmeans")
+    assert data.reinit_head and data.num_clusters == 4 and data.recipe.source == "mfcc"
+    trainer = Trainer(model, data, TrainConfig(steps=1, batch_size=2, crop_seconds=0.5), str(tmp_path / "w"))
+    new_head = np.asarray(trainer.task.encoder.final_proj.kernel[...])
+    assert not np.allclose(new_head, head)  # old head outputs meant other clusters
+    np.testing.assert_array_equal(np.asarray(model.final_proj.kernel[...]), head)  # caller's model untouched
+    with pytest.raises(TargetError, match="re-initialised, not resized"):
+        continued_pretraining_data(model, _tone_audio(4), targets="fresh_mfcc_kmeans", num_clusters=7)
+
+
+def test_targets_cache_key_covers_geometry_init_and_data():
+    model = build_model(TINY_MEL, seed=1)
+    audio = _tone_audio(3)
+    common = dict(choice="new", source="mfcc", num_clusters=4, seed=0)
+    key = targets_cache_key(model, audio, **common)
+    assert key == targets_cache_key(build_model(TINY_MEL, seed=1), audio, **common)
+    assert key != targets_cache_key(build_model(TINY_MEL, seed=2), audio, **common)  # another --init
+    assert key != targets_cache_key(build_model(TINY_MEL.replace(frame_stacking=1), seed=1), audio, **common)
+    assert key != targets_cache_key(model, [a * 0.5 for a in audio], **common)
+    assert key != targets_cache_key(model, audio, **{**common, "num_clusters": 5})
+
+
+# ---------------------------------------------------------------- checkpoints belong to one run
+
+
+def test_restore_refuses_a_checkpoint_of_another_run(tmp_path):
+    data = _tone_corpus()
+    cfg = TrainConfig(steps=3, batch_size=4, crop_seconds=0.5, checkpoint_every=3, log_every=100, warmup_steps=1)
+    first = Trainer(build_model(TINY_MEL, seed=1), data, cfg, str(tmp_path / "w"))
+    first.train()
+    assert Trainer(build_model(TINY_MEL, seed=1), data, cfg, str(tmp_path / "w")).restore_latest()
+    mask = np.ones((2, 64), np.float32)
+    mask[0, :5] = 0
+    others = {
+        "model_weights": dict(encoder=build_model(TINY_MEL, seed=2)),
+        "train_config": dict(config=dataclasses.replace(cfg, learning_rate=1e-4)),
+        "neuron_mask": dict(neuron_mask=mask),
+        "data": dict(data=TrainData(data.audio, [np.roll(t, 1) for t in data.targets], 4)),
+    }
+    for what, change in others.items():
+        kw = {**dict(encoder=build_model(TINY_MEL, seed=1), data=data, config=cfg, workdir=str(tmp_path / "w")),
+              **change}
+        with pytest.raises(CheckpointMismatchError, match=f"differs in: {what}"):
+            Trainer(**kw).restore_latest()
+    fresh = Trainer(build_model(TINY_MEL, seed=2), data, cfg, str(tmp_path / "w"))
+    assert not fresh.restore_latest(on_mismatch="fresh") and fresh.step == 0
+    assert fresh.manager.latest_step() is None and not (tmp_path / "w" / "metrics.jsonl").exists()

@@ -4,31 +4,49 @@ From scratch (MelHuBERT-style, the bundled default model's recipe)::
 
     jaxneurons train --manifest corpus/manifest.jsonl --out models/melhubert-small --preset small
 
-Continued pre-training of an existing model (for example after pruning, with its neuron mask)::
+Continued pre-training of an existing model (for example after pruning, with its neuron mask) on the targets it
+was trained on (its stored recipe, ``--targets=recipe``, the default with ``--init``)::
 
     jaxneurons train --manifest M --init models/pruned --neuron_mask masks.npy --out models/pruned-cpt
 
-Targets are k-means clusters of MFCC features (``--target_source=mfcc``) or of a layer of a model
-(``--target_source=layer --target_model=DIR --target_layer=N``). The work directory keeps checkpoints and
-the cached targets: rerunning the same command resumes where a killed run stopped.
+New targets (``--targets=new``, the only choice from scratch) are k-means clusters of MFCC features
+(``--target_source=mfcc``) or of a layer of a model (``--target_source=layer --target_model=DIR
+--target_layer=N``); with ``--init`` the model's head is then re-initialised (its outputs meant other clusters).
+A model without a stored recipe (an HF conversion) must be given ``--targets=new`` explicitly.
+
+The trained model stores how its targets were made in ``OUT/targets/`` (see :mod:`jaxneurons.train.targets`).
+The work directory keeps checkpoints and the cached targets: rerunning the same command resumes where a killed
+run stopped; a checkpoint of another run (other model, flags, mask or data) is refused unless
+``--restart_on_mismatch`` is given.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
 from absl import flags, logging
 
-from jaxneurons.data import load_audio, read_manifest
+from jaxneurons.config_flags import config_from_flags, define_config_flags
+from jaxneurons.data import load_audio, manifest_fingerprint, read_manifest
 from jaxneurons.models import SpeechConfig, build_model
 from jaxneurons.models.checkpoint import load_model, save_model
-from jaxneurons.train.pretrain import TrainConfig, TrainData, Trainer
-from jaxneurons.train.targets import kmeans_targets, layer_features, mfcc_frame_features
+from jaxneurons.models.config import ConfigError
+from jaxneurons.train.pretrain import CheckpointMismatchError, TrainConfig, TrainData, Trainer
+from jaxneurons.train.targets import (
+    TargetError,
+    TargetRecipe,
+    continued_pretraining_data,
+    fit_target_recipe,
+    load_recipe,
+    save_recipe,
+    targets_cache_key,
+)
 
 PRESETS = {
     # The bundled default: small MelHuBERT trained from scratch on the synthetic corpus.
@@ -39,6 +57,7 @@ PRESETS = {
                  intermediate_size=128, num_mel_bins=40, frame_stacking=2, num_conv_pos_embeddings=8,
                  num_conv_pos_embedding_groups=4),
 }
+_SKIP = ("keep_checkpoints", "log_every")
 
 flags.DEFINE_string("manifest", None, "Training manifest (JSONL).")
 flags.DEFINE_string("out", None, "Output model directory.")
@@ -46,20 +65,21 @@ flags.DEFINE_string("workdir", None, "Checkpoints and cached targets (default: O
 flags.DEFINE_enum("preset", "small", list(PRESETS), "Architecture for training from scratch.")
 flags.DEFINE_string("init", None, "Continue pre-training this jaxneurons model directory instead.")
 flags.DEFINE_string("neuron_mask", None, ".npy (L, D) mask kept fixed during training (pruned neurons).")
-flags.DEFINE_integer("num_clusters", 100, "k-means target clusters (MelHuBERT used 512 on LibriSpeech).")
-flags.DEFINE_enum("target_source", "mfcc", ["mfcc", "layer"], "Features clustered into targets.")
-flags.DEFINE_string("target_model", None, "Model whose layer gives the targets (target_source=layer).")
-flags.DEFINE_integer("target_layer", 4, "hidden_states index of --target_model used for targets.")
-flags.DEFINE_integer("steps", 2000, "Optimizer steps.")
-flags.DEFINE_integer("batch_size", 8, "Utterances per step.")
-flags.DEFINE_float("crop_seconds", 4.0, "Random crop length per utterance.")
-flags.DEFINE_float("learning_rate", 5e-4, "Peak learning rate (the property-neuron study's CPT used 1e-5).")
-flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.")
-flags.DEFINE_float("mask_prob", 0.7, "Span-mask probability (MelHuBERT: 0.7).")
-flags.DEFINE_integer("mask_length", 5, "Span length in frames (MelHuBERT: 5).")
-flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order, crops and masks.")
-flags.DEFINE_integer("checkpoint_every", 200, "Steps between checkpoints.")
+flags.DEFINE_enum("targets", None, ["recipe", "new"],
+                  "recipe: the --init model's stored targets (default with --init); new: fit new k-means "
+                  "(default from scratch; re-initialises an --init model's head).")
+flags.DEFINE_string("recipe_from", None,
+                    "Model directory whose stored target recipe --targets=recipe uses (default: --init; give the "
+                    "unpruned model when --init is a pruned copy without one).")
+flags.DEFINE_integer("num_clusters", 100, "k-means target clusters for --targets=new (MelHuBERT: 512).")
+flags.DEFINE_enum("target_source", "mfcc", ["mfcc", "layer"], "Features clustered into new targets.")
+flags.DEFINE_string("target_model", None, "Model whose layer gives new targets (target_source=layer).")
+flags.DEFINE_integer("target_layer", 4, "hidden_states index of --target_model used for new targets.")
 flags.DEFINE_integer("max_utterances", 0, "Use at most this many utterances (0: all).")
+flags.DEFINE_bool("restart_on_mismatch", False,
+                  "If the work directory holds checkpoints of another run, delete them and start fresh "
+                  "(default: refuse with an error).")
+define_config_flags(TrainConfig, skip=_SKIP)
 FLAGS = flags.FLAGS
 
 
@@ -73,51 +93,85 @@ def _load_corpus(manifest: str, limit: int) -> tuple[list, list[np.ndarray]]:
     return utts, audio
 
 
-def _targets(encoder, audio, utts, workdir: str) -> list[np.ndarray]:
-    """k-means targets, cached in the work directory under a key of everything that determines them."""
-    key = json.dumps([FLAGS.target_source, FLAGS.target_model, FLAGS.target_layer, FLAGS.num_clusters, FLAGS.seed,
-                      [u.utt_id for u in utts]])
-    cache = os.path.join(workdir, f"targets-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz")
-    if os.path.exists(cache):
-        with np.load(cache) as z:
-            return [z[str(i)] for i in range(len(utts))]
-    t0 = time.time()
-    if FLAGS.target_source == "mfcc":
-        feats = mfcc_frame_features(audio, lambda n: int(encoder.num_frames(n)))
-    else:
+def _recipe_dir() -> str:
+    return FLAGS.recipe_from or FLAGS.init
+
+
+def _cache_key(encoder, utts, audio, choice: str) -> str:
+    target_model = None
+    if choice == "new" and FLAGS.target_source == "layer" and FLAGS.target_model:
+        target_model = load_model(FLAGS.target_model)
+    recipe = load_recipe(_recipe_dir()) if choice == "recipe" else None
+    return targets_cache_key(encoder, audio, choice=choice, source=FLAGS.target_source, feature_model=target_model,
+                             layer=FLAGS.target_layer, num_clusters=FLAGS.num_clusters, seed=FLAGS.seed,
+                             recipe=recipe, manifest=manifest_fingerprint(utts))
+
+
+def _make_targets(encoder, audio: list[np.ndarray], choice: str) -> tuple[TrainData, object | None]:
+    """(the training data, the feature model to store with a layer recipe)."""
+    if choice == "recipe":
+        data = continued_pretraining_data(encoder, audio, recipe=_recipe_dir())
+        return data, None
+    feature_model = None
+    if FLAGS.target_source == "layer":
         if not FLAGS.target_model:
-            sys.exit("error: --target_source=layer needs --target_model")
-        feats = layer_features(load_model(FLAGS.target_model), audio, FLAGS.target_layer)
-    targets, _ = kmeans_targets(feats, FLAGS.num_clusters, seed=FLAGS.seed)
-    logging.info("k-means targets (%s, %d clusters) in %.1f s", FLAGS.target_source, FLAGS.num_clusters,
-                 time.time() - t0)
-    tmp = cache + ".tmp.npz"
-    np.savez(tmp, **{str(i): t for i, t in enumerate(targets)})
+            raise TargetError("--target_source=layer needs --target_model")
+        feature_model = load_model(FLAGS.target_model)
+    recipe, labels = fit_target_recipe(
+        encoder, audio, FLAGS.num_clusters, source=FLAGS.target_source, feature_model=feature_model,
+        feature_model_path=os.path.abspath(FLAGS.target_model) if feature_model is not None else None,
+        layer=FLAGS.target_layer if feature_model is not None else None, seed=FLAGS.seed)
+    reinit = FLAGS.init is not None and getattr(encoder, "final_proj", None) is not None
+    return TrainData(audio, labels, recipe.num_clusters, recipe=recipe, reinit_head=reinit), feature_model
+
+
+def _cached_targets(encoder, utts, audio, workdir: str, choice: str) -> TrainData:
+    """Targets cached in ``workdir/targets-KEY/`` (labels + recipe), made once per key."""
+    cache = os.path.join(workdir, f"targets-{_cache_key(encoder, utts, audio, choice)}")
+    labels_path = os.path.join(cache, "labels.npz")
+    reinit = choice == "new" and FLAGS.init is not None and getattr(encoder, "final_proj", None) is not None
+    if os.path.exists(labels_path):
+        recipe = load_recipe(cache)
+        with np.load(labels_path, allow_pickle=False) as z:
+            labels = [z[str(i)] for i in range(len(utts))]
+        return TrainData(audio, labels, recipe.num_clusters, recipe=recipe, reinit_head=reinit)
+    t0 = time.time()
+    data, feature_model = _make_targets(encoder, audio, choice)
+    logging.info("targets (%s) for %d utterances in %.1f s", choice, len(audio), time.time() - t0)
+    tmp = tempfile.mkdtemp(prefix=".tmp-targets-", dir=workdir)
+    save_recipe(data.recipe, tmp, feature_model=feature_model)
+    np.savez(os.path.join(tmp, "labels.npz"), **{str(i): t for i, t in enumerate(data.targets)})
+    shutil.rmtree(cache, ignore_errors=True)
     os.replace(tmp, cache)
-    return targets
+    return TrainData(audio, data.targets, data.num_clusters, recipe=load_recipe(cache), reinit_head=reinit)
 
 
 def main(argv: list[str]) -> None:
     del argv
     if not FLAGS.manifest or not FLAGS.out:
         sys.exit("error: --manifest and --out are required")
+    choice = FLAGS.targets or ("recipe" if FLAGS.init else "new")
+    if choice == "recipe" and not FLAGS.init:
+        sys.exit("error: --targets=recipe continues a model's own targets and needs --init")
+    if choice == "recipe" and load_recipe(_recipe_dir()) is None:
+        sys.exit(f"error: {_recipe_dir()}: the model stores no target recipe (targets/recipe.json); pass "
+                 "--targets=new to train it on new k-means targets (its head is re-initialised)")
     workdir = FLAGS.workdir or FLAGS.out.rstrip("/") + ".work"
     os.makedirs(workdir, exist_ok=True)
-    if FLAGS.init:
-        encoder = load_model(FLAGS.init)
-    else:
-        config = SpeechConfig(**PRESETS[FLAGS.preset], num_clusters=FLAGS.num_clusters)
-        encoder = build_model(config, seed=FLAGS.seed)
-    utts, audio = _load_corpus(FLAGS.manifest, FLAGS.max_utterances)
-    targets = _targets(encoder, audio, utts, workdir)
-    config = TrainConfig(
-        steps=FLAGS.steps, batch_size=FLAGS.batch_size, crop_seconds=FLAGS.crop_seconds,
-        learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.warmup_steps, mask_prob=FLAGS.mask_prob,
-        mask_length=FLAGS.mask_length, seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
-    )
-    mask = np.load(FLAGS.neuron_mask) if FLAGS.neuron_mask else None
-    trainer = Trainer(encoder, TrainData(audio, targets, FLAGS.num_clusters), config, workdir, neuron_mask=mask)
-    trainer.restore_latest()
+    try:
+        if FLAGS.init:
+            encoder = load_model(FLAGS.init)
+        else:
+            encoder = build_model(SpeechConfig(**PRESETS[FLAGS.preset], num_clusters=FLAGS.num_clusters),
+                                  seed=FLAGS.seed)
+        utts, audio = _load_corpus(FLAGS.manifest, FLAGS.max_utterances)
+        data = _cached_targets(encoder, utts, audio, workdir, choice)
+        config = config_from_flags(TrainConfig, skip=_SKIP)
+        mask = np.load(FLAGS.neuron_mask, allow_pickle=False) if FLAGS.neuron_mask else None
+        trainer = Trainer(encoder, data, config, workdir, neuron_mask=mask)
+        trainer.restore_latest("fresh" if FLAGS.restart_on_mismatch else "error")
+    except (TargetError, ConfigError, CheckpointMismatchError, ValueError) as e:
+        sys.exit(f"error: {e}")
     t0 = time.time()
     trainer.train()
     logging.info("trained to step %d in %.0f s", trainer.step, time.time() - t0)
@@ -130,10 +184,13 @@ def main(argv: list[str]) -> None:
         "num_utterances": len(utts),
         "hours_of_audio": sum(len(a) for a in audio) / 16000 / 3600,
         "init": FLAGS.init,
+        "targets": {"choice": choice, **data.recipe.to_json(), "head_reinitialised": data.reinit_head},
         "final_loss": float(np.mean([m["loss"] for m in metrics[-50:]])),
         "final_masked_accuracy": float(np.mean([m["masked_accuracy"] for m in metrics[-50:]])),
     }
     save_model(trainer.encoder(), FLAGS.out, provenance=provenance)
+    recipe: TargetRecipe = data.recipe
+    save_recipe(recipe, FLAGS.out)  # a layer recipe copies its feature model from the cache
     with open(os.path.join(FLAGS.out, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(m) + "\n" for m in metrics)
     print(f"saved {FLAGS.out} (step {trainer.step}, loss {provenance['final_loss']:.3f}, "

@@ -10,7 +10,13 @@ parameters, the optimizer state and the step, so a run killed at any point and r
 directory continues the same trajectory (tested).
 
 Continued pre-training after pruning passes a fixed ``neuron_mask``: pruned neurons stay at zero and get
-no gradient through ``h``.
+no gradient through ``h``. Its targets must be the ones the model was trained on:
+:func:`jaxneurons.train.targets.continued_pretraining_data` regenerates them from the model's stored recipe.
+
+Checkpoints are untrusted: each one stores a fingerprint of what it was computed from (model config and
+starting weights, train config, neuron mask, data and targets). :meth:`Trainer.restore_latest` refuses a
+checkpoint with another fingerprint (:class:`CheckpointMismatchError`), or with ``on_mismatch="fresh"``
+deletes it and starts from step 0, so rerunning into a used work directory never resumes someone else's run.
 """
 
 from __future__ import annotations
@@ -34,10 +40,19 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxneurons.config_flags import field_help
 from jaxneurons.models.blocks import make_linear
+from jaxneurons.train.fingerprint import arrays_fingerprint, json_fingerprint, weights_fingerprint
 from jaxneurons.train.masking import span_mask
+from jaxneurons.train.targets import FRAME_HOP, TargetRecipe, check_recipe_fits
 
-FRAME_HOP = 320  # samples per 20 ms model frame at 16 kHz (every supported family)
+ON_MISMATCH = ("error", "fresh")
+FINGERPRINT_ITEM = "fingerprint"
+STATE_ITEM = "state"
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A work directory's checkpoint was computed from another model, config, mask or data."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,43 +63,71 @@ class TrainConfig:
     mask_length 5, 512 k-means clusters (MelHuBERT); pass those for a faithful run on a real checkpoint.
     """
 
-    steps: int = 2000
-    batch_size: int = 8
-    crop_seconds: float = 4.0
-    learning_rate: float = 5e-4
-    warmup_steps: int = 200
-    end_learning_rate_ratio: float = 0.05
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    mask_prob: float = 0.7
-    mask_length: int = 5
-    seed: int = 0
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    log_every: int = 20
+    steps: int = field_help(2000, "Optimizer steps.")
+    batch_size: int = field_help(8, "Utterances per step (the property-neuron study's CPT: 4).")
+    crop_seconds: float = field_help(4.0, "Random crop length per utterance.")
+    learning_rate: float = field_help(5e-4, "Peak learning rate (the property-neuron study's CPT: 1e-5).")
+    warmup_steps: int = field_help(200, "Linear warm-up steps.")
+    end_learning_rate_ratio: float = field_help(0.05, "Cosine decay ends at this fraction of the peak.")
+    weight_decay: float = field_help(0.01, "AdamW weight decay.")
+    clip_norm: float = field_help(1.0, "Global gradient-norm clip.")
+    mask_prob: float = field_help(0.7, "Span-mask probability (MelHuBERT: 0.7).")
+    mask_length: int = field_help(5, "Span length in frames (MelHuBERT: 5).")
+    seed: int = field_help(0, "Seed of initialisation, data order, crops and masks.")
+    checkpoint_every: int = field_help(200, "Steps between checkpoints.")
+    keep_checkpoints: int = field_help(2, "Checkpoints kept in the work directory.")
+    log_every: int = field_help(20, "Steps between progress lines.")
 
 
 @dataclasses.dataclass
 class TrainData:
-    """Utterances (16 kHz float32 audio) and their frame-level targets (int32, one per 20 ms model frame)."""
+    """Utterances (16 kHz float32 audio) and their frame-level targets (int32, one per 20 ms model frame).
+
+    ``recipe``: how the targets were made (stored with a trained model; checked against the encoder's head
+    and frame geometry). ``reinit_head``: the targets are new clusters, so the encoder's own head is replaced
+    by a freshly initialised one before training (see ``continued_pretraining_data``).
+    """
 
     audio: Sequence[np.ndarray]
     targets: Sequence[np.ndarray]
     num_clusters: int
+    recipe: TargetRecipe | None = None
+    reinit_head: bool = False
 
     def __post_init__(self) -> None:
         if len(self.audio) != len(self.targets) or not self.audio:
             raise ValueError(f"TrainData: {len(self.audio)} utterances but {len(self.targets)} target arrays")
+        if self.recipe is not None and self.recipe.num_clusters != self.num_clusters:
+            raise ValueError(f"TrainData: {self.num_clusters} clusters but the recipe has {self.recipe.num_clusters}")
+        for i, t in enumerate(self.targets):
+            if len(t) and (int(np.min(t)) < 0 or int(np.max(t)) >= self.num_clusters):
+                raise ValueError(f"TrainData: targets of utterance {i} outside [0, {self.num_clusters})")
+
+    def rotated(self, offset: int) -> TrainData:
+        """The same utterances starting at ``offset`` (new batches for the same compiled step)."""
+        k = offset % len(self.audio)
+        return dataclasses.replace(self, audio=list(self.audio[k:]) + list(self.audio[:k]),
+                                   targets=list(self.targets[k:]) + list(self.targets[:k]))
+
+    def fingerprint(self) -> str:
+        """Content hash of audio, targets, cluster count, recipe and head choice."""
+        return json_fingerprint([arrays_fingerprint(self.audio), arrays_fingerprint(self.targets),
+                                 self.num_clusters, self.reinit_head,
+                                 None if self.recipe is None else self.recipe.fingerprint()])
 
 
 class MaskedPredictionModel(nnx.Module):
     """An encoder plus its masked-prediction head (the encoder's own ``final_proj`` if it has one)."""
 
-    def __init__(self, encoder: nnx.Module, num_clusters: int, seed: int = 0):
-        self.encoder = encoder
+    def __init__(self, encoder: nnx.Module, num_clusters: int, seed: int = 0, reinit_head: bool = False):
         own = getattr(encoder, "final_proj", None)
         if own is not None and own.out_features != num_clusters:
             raise ValueError(f"encoder head predicts {own.out_features} clusters, targets have {num_clusters}")
+        if own is not None and reinit_head:
+            # New clusters: the old head's output j would mean another cluster. Copy, never edit the caller's model.
+            encoder = nnx.clone(encoder)
+            encoder.final_proj = make_linear(encoder.config.hidden_size, num_clusters, nnx.Rngs(seed + 1))
+        self.encoder = encoder
         self.head = None if own is not None else make_linear(
             encoder.config.hidden_size, num_clusters, nnx.Rngs(seed + 1)
         )
@@ -195,7 +238,10 @@ class Trainer:
         mesh: Mesh | None = None,
     ):
         self.data, self.config, self.workdir = data, config, os.path.abspath(workdir)
-        self.task = MaskedPredictionModel(encoder, data.num_clusters, config.seed)
+        if data.recipe is not None and not data.reinit_head:
+            check_recipe_fits(encoder, data.recipe)
+        self.fingerprint = run_fingerprint(encoder, data, config, neuron_mask)
+        self.task = MaskedPredictionModel(encoder, data.num_clusters, config.seed, reinit_head=data.reinit_head)
         self.graphdef, self.params, self.rest = nnx.split(self.task, nnx.Param, ...)
         self.tx = make_optimizer(config)
         self.opt_state = self.tx.init(self.params)
@@ -225,16 +271,50 @@ class Trainer:
                 "step": np.asarray(self.step)}
 
     def save(self) -> None:
-        self.manager.save(self.step, args=ocp.args.StandardSave(self._checkpoint_tree()))
+        """Checkpoint the current step: the training state and the run's fingerprint, committed together."""
+        self.manager.save(self.step, args=ocp.args.Composite(**{
+            STATE_ITEM: ocp.args.StandardSave(self._checkpoint_tree()),
+            FINGERPRINT_ITEM: ocp.args.JsonSave(self.fingerprint),
+        }))
+        slow = os.environ.get("JAXNEURONS_TEST_SLOW_CHECKPOINT")
+        if slow:  # test hook (tests/test_resume_kill.py): a window to SIGKILL while the write is in flight
+            with open(os.path.join(self.workdir, "checkpoint-in-flight"), "w") as f:
+                f.write(str(self.step))
+            time.sleep(float(slow))
         self.manager.wait_until_finished()
 
-    def restore_latest(self) -> bool:
+    def restore_latest(self, on_mismatch: str = "error") -> bool:
+        """Resume from the latest checkpoint of the work directory if it belongs to this run.
+
+        A checkpoint whose fingerprint differs (another model, train config, neuron mask or data) raises
+        :class:`CheckpointMismatchError` (``on_mismatch="error"``), or is deleted and training starts from
+        step 0 (``on_mismatch="fresh"``). Returns whether a checkpoint was restored.
+        """
+        if on_mismatch not in ON_MISMATCH:
+            raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}")
         latest = self.manager.latest_step()
         if latest is None:
             return False
+        stored = self._stored_fingerprint(latest)
+        if stored != self.fingerprint:
+            differs = sorted(k for k in set(self.fingerprint) | set(stored or {})
+                             if (stored or {}).get(k) != self.fingerprint.get(k))
+            where = os.path.join(self.workdir, "checkpoints")
+            if on_mismatch == "error":
+                raise CheckpointMismatchError(
+                    f"{where}: checkpoint of step {latest} was made by another run (differs in: "
+                    f"{', '.join(differs) if stored else 'no fingerprint stored'}); use another work directory "
+                    "or start fresh (on_mismatch='fresh', jaxneurons train --restart_on_mismatch)")
+            logging.warning("%s: checkpoints of another run (%s) deleted; starting fresh", where, ", ".join(differs))
+            for step in self.manager.all_steps():
+                self.manager.delete(step)
+            if os.path.exists(self.metrics_path):
+                os.remove(self.metrics_path)
+            return False
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
                               self._checkpoint_tree())
-        restored = self.manager.restore(latest, args=ocp.args.StandardRestore(target))
+        restored = self.manager.restore(latest, args=ocp.args.Composite(**{
+            STATE_ITEM: ocp.args.StandardRestore(target)}))[STATE_ITEM]
         nnx.replace_by_pure_dict(self.params, restored["params"])
         self.opt_state = jax.tree.map(jnp.asarray, restored["opt_state"])
         self.step = int(restored["step"])
@@ -242,12 +322,26 @@ class Trainer:
         logging.info("resumed from %s at step %d", self.workdir, self.step)
         return True
 
+    def _stored_fingerprint(self, step: int) -> dict[str, str] | None:
+        try:
+            return dict(self.manager.restore(step, args=ocp.args.Composite(**{
+                FINGERPRINT_ITEM: ocp.args.JsonRestore()}))[FINGERPRINT_ITEM])
+        except Exception:  # a checkpoint from before fingerprints (or another layout): treated as foreign
+            return None
+
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines past the restored step so a resumed log has each step once."""
         if not os.path.exists(self.metrics_path):
             return
+        keep = []
         with open(self.metrics_path) as f:
-            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:  # the half-written last line of a killed run
+                    continue
+                if record["step"] <= step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
         with open(self.metrics_path + ".tmp", "w") as f:
             f.writelines(keep)
         os.replace(self.metrics_path + ".tmp", self.metrics_path)
@@ -289,6 +383,16 @@ class Trainer:
         return nnx.merge(self.graphdef, self.params, self.rest).encoder
 
 
+def run_fingerprint(encoder: nnx.Module, data: TrainData, config: TrainConfig,
+                    neuron_mask: Any = None) -> dict[str, str]:
+    """What a checkpoint must have been computed from to be resumed (one hash per component)."""
+    mask = None if neuron_mask is None else [np.asarray(m, np.float32) for m in
+                                             (neuron_mask if isinstance(neuron_mask, list | tuple) else [neuron_mask])]
+    return {"model_config": json_fingerprint(encoder.config), "model_weights": weights_fingerprint(encoder),
+            "train_config": json_fingerprint(config), "neuron_mask": arrays_fingerprint([mask]),
+            "data": data.fingerprint()}
+
+
 def pretrain(
     encoder: nnx.Module,
     data: TrainData,
@@ -296,10 +400,12 @@ def pretrain(
     workdir: str,
     neuron_mask: np.ndarray | None = None,
     resume: bool = True,
+    on_mismatch: str = "error",
 ) -> tuple[nnx.Module, list[dict]]:
-    """Train ``encoder`` (resuming from ``workdir`` if it holds a checkpoint); returns it and the new metrics."""
+    """Train ``encoder`` (resuming from ``workdir`` if it holds a checkpoint of this run); returns it and the
+    new metrics. ``on_mismatch``: see :meth:`Trainer.restore_latest`."""
     trainer = Trainer(encoder, data, config, workdir, neuron_mask=neuron_mask)
     if resume:
-        trainer.restore_latest()
+        trainer.restore_latest(on_mismatch)
     history = trainer.train()
     return trainer.encoder(), history

@@ -1,14 +1,36 @@
-"""Frame-level k-means targets for masked-prediction pre-training.
+"""Frame-level k-means targets for masked-prediction pre-training, and the recipe that regenerates them.
 
 First iteration (HuBERT): k-means of MFCC + deltas + delta-deltas (39 dims, per-utterance mean/variance
 normalised). Model frames are 20 ms (frame ``t`` starts at sample ``320 t``) and MFCC frames 10 ms, so the
 feature of model frame ``t`` is the mean of MFCC frames ``2t`` and ``2t + 1`` (clipped at the utterance end).
-Later iterations: k-means of one Transformer layer's features (:func:`layer_features`).
+Later iterations: k-means of one Transformer layer's features of an earlier model (:func:`layer_features`).
+
+A model's prediction head only means something for the targets it was trained on: cluster ``j`` of a new
+k-means is unrelated to head output ``j``. Continued pre-training (for example between pruning steps, arXiv
+2409.05910 §pruning; METHODS.md §1) must therefore use the SAME targets. :class:`TargetRecipe` records how a
+model's targets are made (feature source, the feature model and layer, the k-means centroids, the frame
+geometry); ``jaxneurons train`` stores it in the model directory (``targets/``: ``recipe.json``,
+``centroids.npy`` and, for layer features, the feature model as a jaxneurons model directory; no pickle), and
+:func:`continued_pretraining_data` regenerates exactly those targets (nearest centroid of the same features)::
+
+    model = load_model("models/mine")
+    data = continued_pretraining_data(model, audio, recipe="models/mine")      # the stored recipe
+    data = continued_pretraining_data(hf_model, audio, targets="fresh_mfcc_kmeans", num_clusters=100)
+
+A model without a stored recipe (HF conversions, models from before recipes were stored) must choose
+``targets="fresh_mfcc_kmeans"`` explicitly: new MFCC clusters, and the Trainer then re-initialises the
+prediction head, because the old head indices would mean something else.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +40,26 @@ from sklearn.cluster import MiniBatchKMeans
 
 from jaxneurons.data.batching import padded_batches
 from jaxneurons.features.mfcc import add_deltas, cmn, mfcc
+from jaxneurons.train.fingerprint import weights_fingerprint
+
+FRAME_HOP = 320  # samples per 20 ms model frame at 16 kHz (every supported family)
+TARGET_SOURCES = ("mfcc", "layer")
+TARGET_CHOICES = ("recipe", "fresh_mfcc_kmeans")
+RECIPE_DIR = "targets"  # inside a model directory
+RECIPE_FILE = "recipe.json"
+CENTROIDS_FILE = "centroids.npy"
+FEATURE_MODEL_DIR = "feature_model"
+RECIPE_VERSION = 1
+# Sample counts at which two models must produce the same number of frames to share targets: short, odd,
+# window-edge and long lengths (MelHuBERT's Kaldi windows and conv stacks differ at the edges).
+REFERENCE_LENGTHS = (400, 719, 1600, 3519, 16000, 16319, 48000)
+
+
+class TargetError(ValueError):
+    """Targets that do not fit a model (head size, frame geometry) or a missing / unreadable recipe."""
+
+
+# ---------------------------------------------------------------- features
 
 
 @jax.jit
@@ -64,16 +106,358 @@ def layer_features(
     return result  # type: ignore[return-value]
 
 
-def kmeans_targets(
-    features: Sequence[np.ndarray], num_clusters: int, seed: int = 0, max_fit_frames: int = 200_000
-) -> tuple[list[np.ndarray], MiniBatchKMeans]:
-    """Fit k-means on (a seeded subsample of) all frames; return per-utterance int32 cluster ids."""
+# ---------------------------------------------------------------- k-means
+
+
+def fit_centroids(features: Sequence[np.ndarray], num_clusters: int, seed: int = 0,
+                  max_fit_frames: int = 200_000) -> np.ndarray:
+    """(K, F) float32 k-means centroids of (a seeded subsample of) all frames (MiniBatchKMeans, 3 inits)."""
     stacked = np.concatenate(features, axis=0)
     if len(stacked) < num_clusters:
-        raise ValueError(f"k-means targets: {len(stacked)} frames are fewer than {num_clusters} clusters")
+        raise TargetError(f"k-means targets: {len(stacked)} frames are fewer than {num_clusters} clusters")
     rng = np.random.default_rng(seed)
     fit = stacked if len(stacked) <= max_fit_frames else stacked[rng.choice(len(stacked), max_fit_frames, False)]
     km = MiniBatchKMeans(n_clusters=num_clusters, random_state=seed, n_init=3, batch_size=4096).fit(fit)
-    labels = km.predict(stacked).astype(np.int32)
-    splits = np.cumsum([len(f) for f in features])[:-1]
-    return list(np.split(labels, splits)), km
+    return np.asarray(km.cluster_centers_, np.float32)
+
+
+def assign_targets(features: Sequence[np.ndarray], centroids: np.ndarray, chunk: int = 8192) -> list[np.ndarray]:
+    """Per utterance, int32 index of the nearest centroid (squared Euclidean in float64; ties: lowest index).
+
+    The ONE assignment used when training targets are made and when they are regenerated, so the two agree
+    exactly on the same features.
+    """
+    c = np.asarray(centroids, np.float64)
+    c_sq = (c * c).sum(axis=1)
+    out = []
+    for f in features:
+        x = np.asarray(f, np.float64)
+        if x.ndim != 2 or x.shape[1] != c.shape[1]:
+            raise TargetError(f"features of shape {x.shape} do not match centroids of dimension {c.shape[1]}")
+        labels = np.empty(len(x), np.int32)
+        for s in range(0, len(x), chunk):
+            xs = x[s: s + chunk]
+            # ||x - c||² without the per-row constant ||x||²: the argmin is the same.
+            labels[s: s + chunk] = np.argmin(c_sq[None, :] - 2.0 * xs @ c.T, axis=1)
+        out.append(labels)
+    return out
+
+
+def kmeans_targets(
+    features: Sequence[np.ndarray], num_clusters: int, seed: int = 0, max_fit_frames: int = 200_000
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Fit k-means on the frames and return (per-utterance int32 cluster ids, (K, F) centroids)."""
+    centroids = fit_centroids(features, num_clusters, seed, max_fit_frames)
+    return assign_targets(features, centroids), centroids
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameGeometry:
+    """How a model cuts audio into frames: the hop, and its frame counts at :data:`REFERENCE_LENGTHS` samples."""
+
+    hop_samples: int
+    frames_at: tuple[tuple[int, int], ...]  # (num_samples, num_frames)
+
+    @classmethod
+    def of(cls, model: nnx.Module) -> FrameGeometry:
+        return cls(FRAME_HOP, tuple((n, int(model.num_frames(n))) for n in REFERENCE_LENGTHS))
+
+    def mismatch(self, other: FrameGeometry) -> str | None:
+        """A one-line description of how ``other`` differs, or None when they agree."""
+        if self.hop_samples != other.hop_samples:
+            return f"frame hop {other.hop_samples} samples vs {self.hop_samples}"
+        for (n, a), (_, b) in zip(self.frames_at, other.frames_at, strict=False):
+            if a != b:
+                return f"{b} frames from {n} samples vs {a}"
+        return None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TargetRecipe:
+    """How a model's masked-prediction targets are made; enough to regenerate them exactly.
+
+    ``source="mfcc"``: 39-dim MFCC features aligned to model frames; ``source="layer"``: ``hidden_states[layer]``
+    of ``feature_model`` (the model whose features were clustered, e.g. iteration 1 for HuBERT iteration 2;
+    a model directory, stored inside the trained model's ``targets/`` directory). Targets are the nearest of
+    the ``num_clusters`` ``centroids`` (:func:`assign_targets`). ``geometry`` is the frame geometry the
+    targets are aligned to: a model with another geometry cannot use them.
+    """
+
+    source: str
+    num_clusters: int
+    centroids: np.ndarray  # (num_clusters, feature dim) float32
+    geometry: FrameGeometry
+    layer: int | None = None
+    feature_model: str | None = None  # model directory (absolute once loaded)
+    feature_model_fingerprint: str | None = None  # weights_fingerprint of the feature model
+    seed: int = 0
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source not in TARGET_SOURCES:
+            raise TargetError(f"target source must be one of {TARGET_SOURCES}, got {self.source!r}")
+        if np.ndim(self.centroids) != 2 or len(self.centroids) != self.num_clusters:
+            raise TargetError(f"recipe: centroids of shape {np.shape(self.centroids)} for {self.num_clusters} "
+                              "clusters")
+        if self.source == "layer" and (self.layer is None or self.feature_model is None):
+            raise TargetError("recipe: source 'layer' needs a layer and a feature model")
+
+    def fingerprint(self) -> str:
+        """Content hash of everything that decides the targets (for caches and checkpoint fingerprints)."""
+        from jaxneurons.train.fingerprint import arrays_fingerprint, json_fingerprint
+
+        meta = {"source": self.source, "k": self.num_clusters, "layer": self.layer,
+                "geometry": dataclasses.asdict(self.geometry), "feature_model": self.feature_model_fingerprint}
+        return json_fingerprint([meta, arrays_fingerprint([self.centroids])])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": RECIPE_VERSION, "source": self.source, "num_clusters": self.num_clusters,
+                "layer": self.layer, "feature_model_fingerprint": self.feature_model_fingerprint,
+                "seed": self.seed, "note": self.note, "centroids_shape": list(np.shape(self.centroids)),
+                "geometry": {"hop_samples": self.geometry.hop_samples,
+                             "frames_at": [list(p) for p in self.geometry.frames_at]}}
+
+
+def fit_target_recipe(
+    model: nnx.Module,
+    audio: Sequence[np.ndarray],
+    num_clusters: int,
+    *,
+    source: str = "mfcc",
+    feature_model: nnx.Module | None = None,
+    feature_model_path: str | None = None,
+    layer: int | None = None,
+    seed: int = 0,
+    max_fit_frames: int = 200_000,
+) -> tuple[TargetRecipe, list[np.ndarray]]:
+    """Fit new k-means targets for training ``model``: (the recipe, the per-utterance targets).
+
+    ``source="layer"`` clusters ``hidden_states[layer]`` of ``feature_model`` (loaded from
+    ``feature_model_path`` when not given), which must cut frames like ``model``.
+    """
+    geometry = FrameGeometry.of(model)
+    fm_fp = None
+    if source == "layer":
+        if layer is None:
+            raise TargetError("target source 'layer' needs a layer index")
+        if feature_model is None:
+            if feature_model_path is None:
+                raise TargetError("target source 'layer' needs a feature model")
+            from jaxneurons.models.checkpoint import load_model
+
+            feature_model = load_model(feature_model_path)
+        bad = geometry.mismatch(FrameGeometry.of(feature_model))
+        if bad:
+            raise TargetError(f"feature model {feature_model_path or ''} cuts frames differently from the trained "
+                              f"model ({bad}): its features cannot be targets")
+        fm_fp = weights_fingerprint(feature_model)
+    recipe_stub = TargetRecipe(source, num_clusters, np.zeros((num_clusters, 1), np.float32), geometry, layer,
+                               feature_model_path or ("<in memory>" if source == "layer" else None), fm_fp, seed)
+    features = recipe_features(recipe_stub, audio, feature_model=feature_model, model=model)
+    centroids = fit_centroids(features, num_clusters, seed, max_fit_frames)
+    recipe = dataclasses.replace(recipe_stub, centroids=centroids)
+    return recipe, assign_targets(features, centroids)
+
+
+def recipe_features(recipe: TargetRecipe, audio: Sequence[np.ndarray], *, feature_model: nnx.Module | None = None,
+                    model: nnx.Module | None = None) -> list[np.ndarray]:
+    """The recipe's features of ``audio``, one (frames, F) array per utterance."""
+    if recipe.source == "mfcc":
+        frames = _geometry_num_frames(model, recipe.geometry)
+        return mfcc_frame_features(audio, frames)
+    if feature_model is None:
+        feature_model = load_feature_model(recipe)
+    return layer_features(feature_model, audio, int(recipe.layer))  # type: ignore[arg-type]
+
+
+def _geometry_num_frames(model: nnx.Module | None, geometry: FrameGeometry) -> Callable[[int], int]:
+    if model is None:
+        raise TargetError("MFCC targets need the model whose frames they are aligned to")
+    bad = geometry.mismatch(FrameGeometry.of(model))
+    if bad:
+        raise TargetError(f"the model cuts frames differently from its targets ({bad})")
+    return lambda n: int(model.num_frames(n))
+
+
+def load_feature_model(recipe: TargetRecipe) -> nnx.Module:
+    """The recipe's feature model, checked against the fingerprint it had when the targets were made."""
+    from jaxneurons.models.checkpoint import load_model
+
+    if recipe.feature_model is None or not os.path.isdir(recipe.feature_model):
+        raise TargetError(f"recipe: feature model directory {recipe.feature_model} is missing")
+    fm = load_model(recipe.feature_model)
+    if recipe.feature_model_fingerprint and weights_fingerprint(fm) != recipe.feature_model_fingerprint:
+        raise TargetError(f"{recipe.feature_model}: weights differ from the feature model the targets were made "
+                          "with (fingerprint mismatch)")
+    return fm
+
+
+def save_recipe(recipe: TargetRecipe, model_dir: str, feature_model: nnx.Module | None = None) -> str:
+    """Write ``model_dir/targets/`` (replacing an existing one atomically); returns its path.
+
+    For a layer recipe the feature model is stored inside (float32, so its features, and with them the
+    targets, are bit-identical when regenerated); pass it in memory or have ``recipe.feature_model`` point at it.
+    """
+    from jaxneurons.models.checkpoint import save_model
+
+    dest = os.path.join(model_dir, RECIPE_DIR)
+    os.makedirs(model_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-targets-", dir=model_dir)
+    try:
+        if recipe.source == "layer":
+            fm = feature_model if feature_model is not None else load_feature_model(recipe)
+            if weights_fingerprint(fm) != recipe.feature_model_fingerprint:
+                raise TargetError("save_recipe: the feature model is not the one the recipe was made with")
+            save_model(fm, os.path.join(tmp, FEATURE_MODEL_DIR))
+        np.save(os.path.join(tmp, CENTROIDS_FILE), np.asarray(recipe.centroids, np.float32), allow_pickle=False)
+        with open(os.path.join(tmp, RECIPE_FILE), "w") as f:
+            json.dump(recipe.to_json(), f, indent=2, sort_keys=True)
+        old = dest + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        if os.path.exists(dest):
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def load_recipe(model_dir: str) -> TargetRecipe | None:
+    """The recipe stored in ``model_dir/targets/``, or None when the model has none."""
+    path = os.path.join(model_dir, RECIPE_DIR, RECIPE_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        centroids = np.load(os.path.join(model_dir, RECIPE_DIR, CENTROIDS_FILE), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise TargetError(f"{path}: unreadable target recipe ({e})") from e
+    if meta.get("version") != RECIPE_VERSION:
+        raise TargetError(f"{path}: recipe version {meta.get('version')}, this jaxneurons reads {RECIPE_VERSION}")
+    geometry = FrameGeometry(int(meta["geometry"]["hop_samples"]),
+                             tuple((int(a), int(b)) for a, b in meta["geometry"]["frames_at"]))
+    feature_model = (os.path.abspath(os.path.join(model_dir, RECIPE_DIR, FEATURE_MODEL_DIR))
+                     if meta["source"] == "layer" else None)
+    return TargetRecipe(meta["source"], int(meta["num_clusters"]), centroids, geometry, meta.get("layer"),
+                        feature_model, meta.get("feature_model_fingerprint"), int(meta.get("seed", 0)),
+                        meta.get("note", ""))
+
+
+def head_size(model: nnx.Module) -> int | None:
+    """Output size of the model's own masked-prediction head (``final_proj``), or None without one."""
+    head = getattr(model, "final_proj", None)
+    return None if head is None else int(head.out_features)
+
+
+def check_recipe_fits(model: nnx.Module, recipe: TargetRecipe) -> None:
+    """Raise :class:`TargetError` if ``model``'s head or frame geometry does not match ``recipe``."""
+    k = head_size(model)
+    if k is not None and k != recipe.num_clusters:
+        raise TargetError(f"the model's head (final_proj) predicts {k} clusters but its target recipe has "
+                          f"{recipe.num_clusters}")
+    bad = recipe.geometry.mismatch(FrameGeometry.of(model))
+    if bad:
+        raise TargetError(f"the model cuts frames differently from its target recipe ({bad})")
+
+
+def targets_cache_key(
+    model: nnx.Module,
+    audio: Sequence[np.ndarray],
+    *,
+    choice: str,
+    source: str,
+    num_clusters: int,
+    seed: int,
+    feature_model: nnx.Module | None = None,
+    layer: int | None = None,
+    recipe: TargetRecipe | None = None,
+    manifest: str = "",
+) -> str:
+    """Key of cached training targets: everything that decides them. The model being trained (its weights:
+    ``--init`` or the preset and seed), its frame geometry, the choice (stored recipe or new k-means) and its
+    settings, the feature model's weights, the recipe, and the data (manifest fingerprint and audio content)."""
+    from jaxneurons.train.fingerprint import arrays_fingerprint, json_fingerprint
+
+    return json_fingerprint({
+        "choice": choice, "source": source, "k": num_clusters, "seed": seed, "layer": layer,
+        "feature_model": None if feature_model is None else weights_fingerprint(feature_model),
+        "recipe": None if recipe is None else recipe.fingerprint(),
+        "init": weights_fingerprint(model), "geometry": dataclasses.asdict(FrameGeometry.of(model)),
+        "manifest": manifest, "audio": arrays_fingerprint(audio),
+    })
+
+
+# ---------------------------------------------------------------- continued pre-training
+
+
+def _as_audio(utterances_or_audio: Any) -> list[np.ndarray]:
+    if hasattr(utterances_or_audio, "all_audio"):  # DecodedDataset: already decoded once
+        return list(utterances_or_audio.all_audio())
+    items = list(utterances_or_audio)
+    if not items:
+        raise TargetError("continued pre-training needs at least one utterance")
+    if all(isinstance(x, np.ndarray) for x in items):
+        return [np.asarray(x, np.float32) for x in items]
+    from jaxneurons.data import load_audio
+
+    return [load_audio(u.path, 16000) for u in items]
+
+
+def continued_pretraining_data(
+    model: nnx.Module,
+    utterances_or_audio: Any,
+    *,
+    recipe: TargetRecipe | str | None = None,
+    targets: str = "recipe",
+    num_clusters: int | None = None,
+    seed: int = 0,
+) -> Any:
+    """The :class:`~jaxneurons.train.pretrain.TrainData` for continued pre-training of ``model``.
+
+    ``targets="recipe"`` (default): regenerate exactly the targets ``model`` was trained on, from ``recipe``
+    (a :class:`TargetRecipe`, or a model directory holding one in ``targets/``); the head size and the frame
+    geometry must match it. Pass the recipe of the model *before* pruning: pruning changes neither.
+    ``targets="fresh_mfcc_kmeans"``: the explicit choice for a model without a recipe (an HF conversion, a
+    model without a head): new k-means of MFCC features with ``num_clusters`` clusters (default: the head's
+    size) and a re-initialised prediction head (``TrainData.reinit_head``), since old head outputs would not
+    mean the new clusters.
+
+    ``utterances_or_audio``: 16 kHz float32 arrays, :class:`~jaxneurons.data.Utterance` objects, or a
+    ``DecodedDataset``. The returned data carries the recipe (``TrainData.recipe``) so the trained model
+    can store it.
+    """
+    from jaxneurons.train.pretrain import TrainData
+
+    if targets not in TARGET_CHOICES:
+        raise TargetError(f"targets must be one of {TARGET_CHOICES}, got {targets!r}")
+    audio = _as_audio(utterances_or_audio)
+    if targets == "fresh_mfcc_kmeans":
+        k = num_clusters if num_clusters is not None else head_size(model)
+        if k is None:
+            raise TargetError("targets='fresh_mfcc_kmeans' on a model without a head needs num_clusters")
+        if head_size(model) not in (None, k):
+            raise TargetError(f"num_clusters={k} but the model's head has {head_size(model)} outputs (it is "
+                              "re-initialised, not resized)")
+        fresh, labels = fit_target_recipe(model, audio, k, source="mfcc", seed=seed)
+        fresh = dataclasses.replace(fresh, note="fresh MFCC k-means for continued pre-training (head re-initialised)")
+        return TrainData(audio, labels, k, recipe=fresh, reinit_head=True)
+    if isinstance(recipe, str):
+        directory = recipe
+        recipe = load_recipe(directory)
+        if recipe is None:
+            raise TargetError(f"{directory}: no stored target recipe ({RECIPE_DIR}/{RECIPE_FILE}); choose "
+                              "targets='fresh_mfcc_kmeans' explicitly (new clusters, re-initialised head)")
+    if recipe is None:
+        raise TargetError("no target recipe given; pass the model's recipe (or its directory), or choose "
+                          "targets='fresh_mfcc_kmeans' explicitly (new clusters, re-initialised head)")
+    if num_clusters is not None and num_clusters != recipe.num_clusters:
+        raise TargetError(f"num_clusters={num_clusters} but the recipe has {recipe.num_clusters} clusters")
+    check_recipe_fits(model, recipe)
+    labels = assign_targets(recipe_features(recipe, audio, model=model), recipe.centroids)
+    return TrainData(audio, labels, recipe.num_clusters, recipe=recipe)
