@@ -23,7 +23,8 @@ TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num
                     num_conv_pos_embedding_groups=2, num_clusters=8)
 # Tiny sizes shared by both launchers: one density, one random control, two probe epochs, a few CPT updates.
 SMOKE = ["--batch_size=8", "--probe_epochs=2", "--probe_min_steps=5", "--probe_bootstrap_draws=20",
-         "--densities=0.5", "--neurons_per_step=16", "--updates_per_step=2", "--cpt_crop_seconds=1.0"]
+         "--densities=0.5", "--neurons_per_step=16", "--updates_per_step=2", "--cpt_crop_seconds=1.0",
+         "--cpt_targets=fresh_mfcc_kmeans"]  # the tiny model has no stored target recipe: the explicit choice
 
 
 def test_speaker_study_protects_p_ssl_and_p_ive_by_default():

@@ -438,6 +438,9 @@ class ScanResult:
     def widths(self) -> tuple[int, ...]:
         if self.plan is not None:
             return tuple(self.plan.stats_config.widths)
+        if self.summary is None and self.results_dir is not None:
+            with open(os.path.join(self.results_dir, "summary.json")) as f:
+                self.summary = json.load(f)
         return tuple((self.summary or {})["stats_config"]["widths"])
 
     def masks(self, prop: str) -> dict[str, np.ndarray]:

@@ -29,7 +29,13 @@ from jaxneurons.pipeline.labels import GENDER_NAMES
 from jaxneurons.pipeline.properties import PropertyNeuronConfig
 from jaxneurons.probes import ProbeSuiteConfig
 from jaxneurons.studies.common import DataConfig, editing_table, load_setup
-from jaxneurons.studies.pruning import PruningConfig, protected_pruning_run, pruning_section, save_pruning
+from jaxneurons.studies.pruning import (
+    PruningConfig,
+    check_cpt_targets,
+    protected_pruning_run,
+    pruning_section,
+    save_pruning,
+)
 
 # The paper's MelHuBERT per-layer counts (layers 1-12, D = 3072), from its data files (METHODS.md section 1).
 PAPER_COUNTS = {
@@ -124,6 +130,8 @@ def run(config: PropertyNeuronsConfig, out_dir: str) -> StudyResult:
     t0 = time.time()
     setup = load_setup(config.data, out_dir)
     model, utts = setup.model, setup.utts
+    if config.run_pruning:
+        check_cpt_targets(config.pruning, setup.model_path)  # before any work, not after the scan
     options = ScanOptions(properties=config.properties, property=config.neurons, batch_size=config.batch_size)
     issues = DataIssues()
     decoded = DecodedDataset(utts, issues=issues)
@@ -146,7 +154,8 @@ def run(config: PropertyNeuronsConfig, out_dir: str) -> StudyResult:
         print("[3/3] pruning: L1 vs protected, one-shot and iterative", file=sys.stderr, flush=True)
         probes = dataclasses.replace(config.probe, tasks=config.pruning_tasks)
         parts["pruning"] = protected_pruning_run(model, utts, result.plan.properties, options, result.scored, probes,
-                                                 config.pruning, setup.workdir, decoded=decoded)
+                                                 config.pruning, setup.workdir, decoded=decoded,
+                                                 recipe_dir=setup.model_path)
     with ResultsDir(out_dir, "property_neurons", flags=dataclasses.asdict(config)) as res:
         res.run["data_issues"] = issues.as_dict()
         summary, report = result.write(res, extra_text=setup.description)

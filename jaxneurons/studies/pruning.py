@@ -58,8 +58,13 @@ class PruningConfig:
     cpt_mask_length: int = field_help(5, "Span-mask length in frames (paper: 5).")
     cpt_crop_seconds: float = field_help(4.0, "Random crop per utterance for continued pre-training.")
     cpt_warmup_steps: int = field_help(0, "Warm-up updates of each continued pre-training run.")
-    num_clusters: int = field_help(512, "k-means targets for models without a prediction head (paper: 512); a "
-                                   "model with its own head (MelHuBERT final_proj) uses its own number.")
+    cpt_targets: str = field_help(
+        "recipe", "Continued pre-training targets: 'recipe' regenerates the targets the model was trained on (its "
+        "stored TargetRecipe; the rule); 'fresh_mfcc_kmeans' is the explicit choice for a model without one (new "
+        "MFCC clusters, prediction head re-initialised).", choices=("recipe", "fresh_mfcc_kmeans"))
+    cpt_recipe: str = field_help("", "Model directory holding the target recipe (default: the model's own).")
+    num_clusters: int = field_help(512, "fresh_mfcc_kmeans on a model without a prediction head: k-means clusters "
+                                   "(paper: 512); a model with a head keeps its own number.")
     cpt_seed: int = field_help(0, "Seed of continued pre-training.")
 
     def __post_init__(self) -> None:
@@ -117,38 +122,46 @@ class ScanIdentify:
         return out
 
 
-def continued_pretraining_data(model: Any, utts: Sequence, config: PruningConfig, decoded: Any = None) -> Any:
-    """Audio and frame targets for continued pre-training after pruning (the only place they are made).
+def continued_pretraining_data(model: Any, utts: Sequence, config: PruningConfig, decoded: Any = None, *,
+                               recipe_dir: str | None = None) -> Any:
+    """Audio and frame targets for continued pre-training after pruning (the only place a study makes them).
 
     The rule (METHODS.md): continued pre-training uses the targets the model was trained on (same feature
-    source and k-means centroids); new clusters under old head indices are a different objective.
+    source, layer and k-means centroids); new clusters under old head indices are a different objective. So
+    by default (``cpt_targets="recipe"``) the targets are regenerated from the model's stored
+    :class:`~jaxneurons.train.targets.TargetRecipe` (in ``cpt_recipe``, default ``recipe_dir``: the model's own
+    directory); a model without one is an error unless ``cpt_targets="fresh_mfcc_kmeans"`` is chosen
+    explicitly (new MFCC clusters and a re-initialised prediction head).
     """
-    from jaxneurons.data import load_audio
-    from jaxneurons.train.pretrain import TrainData
-    from jaxneurons.train.targets import kmeans_targets, mfcc_frame_features
+    from jaxneurons.train.targets import continued_pretraining_data as regenerate
 
-    audio = decoded.all_audio() if decoded is not None else [load_audio(u.path, 16000) for u in utts]
-    # TODO(lead): replace this block by jaxneurons.train.targets.continued_pretraining_data(model, utterances)
-    # (helper "train": TargetRecipe stored with the model regenerates exactly its training targets; a
-    # head/target mismatch is an error). Until that lands, this makes FRESH k-means of MFCC features with the
-    # head's number of clusters: for the bundled model (iteration-2 targets from layer-3 features) cluster j
-    # here means something unrelated to head output j, so the iterative-pruning numbers are not the rule.
-    head = getattr(model, "final_proj", None)
-    k = head.out_features if head is not None else config.num_clusters
-    feats = mfcc_frame_features(audio, lambda n: int(model.num_frames(n)))
-    k = min(k, sum(len(f) for f in feats))
-    targets, _ = kmeans_targets(feats, k, seed=config.cpt_seed)
-    return TrainData(audio, targets, k)
+    audio = decoded.all_audio() if decoded is not None else utts
+    if config.cpt_targets == "fresh_mfcc_kmeans":
+        k = config.num_clusters if getattr(model, "final_proj", None) is None else None
+        return regenerate(model, audio, targets="fresh_mfcc_kmeans", num_clusters=k, seed=config.cpt_seed)
+    return regenerate(model, audio, recipe=config.cpt_recipe or recipe_dir, seed=config.cpt_seed)
+
+
+def check_cpt_targets(config: PruningConfig, recipe_dir: str | None) -> None:
+    """Fail before any work when iterative pruning would need a target recipe the model does not have."""
+    from jaxneurons.train.targets import RECIPE_DIR, load_recipe
+
+    if not (config.iterative and config.updates_per_step > 0 and config.cpt_targets == "recipe"):
+        return
+    where = config.cpt_recipe or recipe_dir
+    if not where or load_recipe(where) is None:
+        raise ValueError(f"{where or 'the model'}: no stored target recipe ({RECIPE_DIR}/) for continued "
+                         "pre-training; give --cpt_recipe DIR (the model's training recipe), or choose "
+                         "--cpt_targets fresh_mfcc_kmeans explicitly (new clusters, re-initialised head), or "
+                         "--updates_per_step 0")
 
 
 def _rotated(data: Any, offset: int) -> Any:
     """The same utterances starting at ``offset``: each pruning step's CPT sees new batches while the train
     config (and so the compiled step) stays the same."""
-    from jaxneurons.train.pretrain import TrainData
-
     k = offset % len(data.audio)
-    return TrainData(list(data.audio[k:]) + list(data.audio[:k]), list(data.targets[k:]) + list(data.targets[:k]),
-                     data.num_clusters)
+    return dataclasses.replace(data, audio=list(data.audio[k:]) + list(data.audio[:k]),
+                               targets=list(data.targets[k:]) + list(data.targets[:k]))
 
 
 def _densities(keep: Any) -> tuple[float, list[float]]:
@@ -164,7 +177,8 @@ def _fmt(metrics: Mapping[str, float]) -> str:
 
 
 def pruning_curves(model: Any, utts: Sequence, evaluate: EvaluateFn, identify: Callable, config: PruningConfig,
-                   workdir: str, *, decoded: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                   workdir: str, *, decoded: Any = None, log: Callable[[str], None] = print,
+                   recipe_dir: str | None = None) -> dict[str, Any]:
     """L1 vs protected pruning, one-shot at each density and (optionally) iterative with CPT between steps.
 
     ``evaluate(model)`` measures a model whose pruned neurons are zeroed. Returns ``unpruned`` metrics,
@@ -205,7 +219,12 @@ def pruning_curves(model: Any, utts: Sequence, evaluate: EvaluateFn, identify: C
     step_density = [1 - (s + 1) * config.neurons_per_step / width for s in range(steps)]
     eval_steps = {int(np.argmin([abs(x - d) for x in step_density])) for d in config.densities} | {steps - 1}
     out["iterative_eval_steps"] = sorted(eval_steps)
-    data = continued_pretraining_data(model, utts, config, decoded) if config.updates_per_step > 0 else None
+    data = (continued_pretraining_data(model, utts, config, decoded, recipe_dir=recipe_dir)
+            if config.updates_per_step > 0 else None)
+    if data is not None:
+        out["cpt_targets"] = {"choice": config.cpt_targets, "recipe": data.recipe.note if data.recipe else None,
+                              "source": data.recipe.source if data.recipe else None,
+                              "num_clusters": data.num_clusters, "head_reinitialised": bool(data.reinit_head)}
     updates = max(config.updates_per_step, 1)
     train_config = TrainConfig(steps=updates, batch_size=config.cpt_batch_size, crop_seconds=config.cpt_crop_seconds,
                                learning_rate=config.cpt_learning_rate, warmup_steps=config.cpt_warmup_steps,
@@ -252,7 +271,8 @@ def pruning_curves(model: Any, utts: Sequence, evaluate: EvaluateFn, identify: C
 
 
 def protected_pruning_run(model: Any, utts: Sequence, properties: Sequence[Any], options: Any, scored: Mapping,
-                          probes: Any, config: PruningConfig, workdir: str, *, decoded: Any = None) -> dict[str, Any]:
+                          probes: Any, config: PruningConfig, workdir: str, *, decoded: Any = None,
+                          recipe_dir: str | None = None) -> dict[str, Any]:
     """:func:`pruning_curves` with ``config.protect``'s neurons re-identified by :class:`ScanIdentify`; every
     model is measured twice with the same split and recipe: probes retrained on it (``TASK_accuracy``) and the
     unpruned model's probes applied unchanged (``TASK_accuracy_frozen_probe``, how far pruning moved the
@@ -274,7 +294,7 @@ def protected_pruning_run(model: Any, utts: Sequence, properties: Sequence[Any],
         return out
 
     curves = pruning_curves(model, utts, evaluate, identify, config, workdir, decoded=decoded,
-                            log=lambda s: print(s, file=sys.stderr, flush=True))
+                            log=lambda s: print(s, file=sys.stderr, flush=True), recipe_dir=recipe_dir)
     curves["protected_results"] = list(config.protect)
     curves["protected_neurons"] = int(identify.base_mask.sum())
     curves["identify_scans"] = {"count": identify.calls, "seconds": round(identify.seconds, 1)}
@@ -311,7 +331,8 @@ def pruning_section(report: Any, res: Any, curves: Mapping[str, Any], protected_
         f"One-shot: one step to each density. Iterative: {s['neurons_per_step']} neurons per layer per step, "
         f"{s['updates_per_step']} updates of masked-prediction continued pre-training after each step (lr "
         f"{s['cpt_learning_rate']:g}, batch {s['cpt_batch_size']}, mask_prob {s['cpt_mask_prob']}, mask_length "
-        f"{s['cpt_mask_length']}; the paper: 128 of 3072 per step, 20 steps, 25k updates). Probes (one ProbeSuite "
+        f"{s['cpt_mask_length']}; targets: {s['cpt_targets']}; the paper: 128 of 3072 per step, 20 steps, 25k "
+        "updates). Probes (one ProbeSuite "
         "split and recipe) are retrained on each pruned model; the '... probe of the unpruned model' metrics apply "
         "the unpruned model's probes unchanged, which shows how far pruning moved the representation itself."
     )

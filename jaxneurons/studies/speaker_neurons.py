@@ -30,7 +30,13 @@ from jaxneurons.pipeline.properties import PHONE_TYPE_GROUPS, SpeakerNeuronConfi
 from jaxneurons.probes import ProbeSuiteConfig
 from jaxneurons.studies.common import DataConfig, load_setup
 from jaxneurons.studies.property_neurons import StudyResult
-from jaxneurons.studies.pruning import PruningConfig, protected_pruning_run, pruning_section, save_pruning
+from jaxneurons.studies.pruning import (
+    PruningConfig,
+    check_cpt_targets,
+    protected_pruning_run,
+    pruning_section,
+    save_pruning,
+)
 
 # The study protects the SSL-cluster neurons and the i-vector-group (speaker) neurons: P_ssl ∪ P_ive.
 PROTECT_P_SSL_P_IVE = ("speaker", "ssl_cluster")
@@ -115,6 +121,8 @@ def run(config: SpeakerNeuronsConfig, out_dir: str) -> StudyResult:
     setup = load_setup(config.data, out_dir)
     model, utts = setup.model, setup.utts
     if config.run_pruning:
+        check_cpt_targets(config.pruning, setup.model_path)  # before any work, not after the scan
+    if config.run_pruning:
         ProbeSuite(utts, config.probe)  # fails now, not after the scan, if speaker ID cannot be split
     options = ScanOptions(properties=("speaker",), speaker=config.speaker, batch_size=config.batch_size)
     issues = DataIssues()
@@ -132,7 +140,8 @@ def run(config: SpeakerNeuronsConfig, out_dir: str) -> StudyResult:
         print(f"[3/3] pruning: L1 vs protected ({' ∪ '.join(config.pruning.protect)}), one-shot and iterative",
               file=sys.stderr, flush=True)
         parts["pruning"] = protected_pruning_run(model, utts, result.plan.properties, options, result.scored,
-                                                 config.probe, config.pruning, setup.workdir, decoded=decoded)
+                                                 config.probe, config.pruning, setup.workdir, decoded=decoded,
+                                                 recipe_dir=setup.model_path)
     with ResultsDir(out_dir, "speaker_neurons", flags=dataclasses.asdict(config)) as res:
         res.run["data_issues"] = issues.as_dict()
         _, report = result.write(res, extra_text=setup.description)
