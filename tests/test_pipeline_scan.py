@@ -167,3 +167,26 @@ def test_unknown_property_names_fail_with_the_known_ones():
         ScanOptions(properties=("aape_",))
     with pytest.raises(ValueError, match="pitch_edges"):
         PropertyNeuronConfig(pitch_edges=(180.0, 120.0))
+
+
+def test_scan_command_exposes_every_scan_option():
+    """``jaxneurons scan --help`` lists a flag for every ScanOptions field (nested configs as PREFIX_ flags)."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "jaxneurons.cli", "scan", "--help"], cwd=root, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=root))
+    assert "Try --helpfull" in done.stdout, done.stderr[-2000:]  # absl's --help exits with status 1
+    expected = []
+    for f in dataclasses.fields(ScanOptions):
+        if dataclasses.is_dataclass(f.default):
+            expected += [f"{f.name}_{g.name}" for g in dataclasses.fields(f.default)]
+        else:
+            expected.append(f.name)
+    assert "speaker_ivector_components" in expected and "checkpoint_every" in expected
+    missing = [name for name in expected if f"--{name}:" not in done.stdout and f"--[no]{name}:" not in done.stdout]
+    assert not missing, missing
+    assert "(default: '64')" in done.stdout  # i-vector components: the config's default, declared once
