@@ -116,10 +116,16 @@ def main(_: list[str]) -> None:
         if groups:
             print(f"  {prop}: " + ", ".join(f"{g} {n}" for g, n in groups.items()))
     print("  ablation (test accuracy phone / gender): " + "; ".join(
-        f"{k} {_fmt(v)}" for k, v in ablation.items() if isinstance(v, dict) and "phone" in v))
+        f"{k} {_fmt(ablation[k])}" for k in _measured(ablation)))
     print(f"report: {os.path.join(out_dir, 'report.html')} (and report.md)")
     if not os.path.exists(os.path.join(out_dir, "report.html")):
         sys.exit("report missing")
+
+
+def _measured(ablation: dict) -> list[str]:
+    """The clean model and every ablation (entries with probe results, not the sizes / split records)."""
+    return [k for k, v in ablation.items()
+            if isinstance(v, dict) and isinstance(v.get("phone"), dict) and "value" in v["phone"]]
 
 
 def _fmt(m: dict) -> str:
@@ -132,7 +138,7 @@ def _ablation_section(report, res, ablation: dict) -> None:
 
     from jaxneurons.report import grouped_bars
 
-    names = [k for k, v in ablation.items() if isinstance(v, dict) and "phone" in v]
+    names = _measured(ablation)
     clean = ablation["clean"]
     report.heading("Ablation")
     report.text("Probes (one ProbeSuite: speaker-disjoint split) trained on the unablated model's last layer, "

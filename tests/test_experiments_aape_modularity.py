@@ -173,7 +173,7 @@ def test_modularity_launcher_smoke(tmp_path, tiny_model, two_corpora):
     _check_report(out)
     sets = _load(out, "sets")
     names = sets["names"]
-    assert names == ["language:en", "language:tr", "gender:f", "gender:m", "corpus:A", "corpus:B"]
+    assert names == ["language:en", "language:tr", "gender:female", "gender:male", "corpus:A", "corpus:B"]
     for model in ("trained", "random-init"):
         for f in fractions:
             sizes = sets["sizes"][model][str(f)]
