@@ -3,10 +3,10 @@
     python benchmarks/bench_multiscan.py --out /tmp/bench_multiscan [--minutes 0.6 --speakers 4]
 
 Models: two tiny MelHuBERTs (one log-mel front end) and a tiny HuBERT + WavLM (one conv front end), random
-init, saved to disk. Properties: phone_type, gender, pitch, aape:gender, speaker (YIN F0 and i-vectors are
+init, saved to disk. Properties: phone_type, gender, pitch, aape_gender, speaker (YIN F0 and i-vectors are
 the model-independent work the multi-model scan shares). "Separate" is what four ``jaxneurons scan --model
-DIR`` runs do (plan_scan + scan_statistics + score + results directory, each decoding the corpus itself), in
-one process; "multi" is ``run_multiscan`` (cluster-separation pass off, so both do the same work). Each mode
+DIR`` runs do (one single-model ``scan()`` each, each decoding the corpus itself), in
+one process; "multi" is ``scan(list of models)`` (cluster-separation pass off, so both do the same work). Each mode
 runs in its own fresh Python process so neither reuses the other's compiled functions; times exclude
 interpreter start-up and imports. The neuron sets of both modes are checked to be identical.
 """
@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-PROPERTIES = ("phone_type", "gender", "pitch", "aape:gender", "speaker")
+PROPERTIES = ("phone_type", "gender", "pitch", "aape_gender", "speaker")
 
 
 def _configs():
@@ -40,9 +40,11 @@ def _configs():
 
 
 def _options():
+    from jaxneurons.pipeline.properties import SpeakerNeuronConfig
     from jaxneurons.pipeline.scan import ScanOptions
 
-    return ScanOptions(properties=PROPERTIES, batch_size=8, ivector_components=16, ivector_dim=16)
+    return ScanOptions(properties=PROPERTIES, batch_size=8,
+                       speaker=SpeakerNeuronConfig(ivector_components=16, ivector_dim=16))
 
 
 def setup(out: str, minutes: float, speakers: int) -> tuple[str, list[str]]:
@@ -62,40 +64,28 @@ def setup(out: str, minutes: float, speakers: int) -> tuple[str, list[str]]:
 
 
 def run_separate(manifest: str, paths: list[str], out: str) -> dict:
-    from jaxneurons.data import DataIssues, read_manifest
-    from jaxneurons.models.checkpoint import load_model
-    from jaxneurons.pipeline.scan import plan_scan, scan_fingerprint, scan_statistics, score
-    from jaxneurons.pipeline.scan_report import write_scan_results
-    from jaxneurons.results import ResultsDir
+    from jaxneurons.data import read_manifest
+    from jaxneurons.pipeline.scan import scan
 
     utts, options = read_manifest(manifest), _options()
     t0 = time.perf_counter()
-    per_model, plan_s = {}, {}
-    for path in paths:
+    per_model = {}
+    for path in paths:  # one single-model scan() each: every model decodes the dataset again
         t = time.perf_counter()
-        issues = DataIssues()
-        model = load_model(path)
-        plan = plan_scan(model, utts, options, issues)
-        plan_s[os.path.basename(path)] = time.perf_counter() - t
-        res_path = os.path.join(out, os.path.basename(path))
-        stats = scan_statistics(model, utts, plan, checkpoint_path=res_path + ".work/stats.npz",
-                                fingerprint=scan_fingerprint(path, utts, options), issues=issues, progress=False)
-        scored = score(stats, plan)
-        with ResultsDir(res_path, "scan") as res:
-            _, report = write_scan_results(res, plan, stats, scored)
-            report.write(res.tmp)
+        scan(path, utts, options=options, out_dir=os.path.join(out, os.path.basename(path)), progress=False)
         per_model[os.path.basename(path)] = time.perf_counter() - t
-    return {"total_s": time.perf_counter() - t0, "per_model_s": per_model, "plan_s": plan_s}
+    return {"total_s": time.perf_counter() - t0, "per_model_s": per_model}
 
 
 def run_multi(manifest: str, paths: list[str], out: str) -> dict:
     from jaxneurons.data import read_manifest
-    from jaxneurons.pipeline.multiscan import SeparationOptions, model_specs, run_multiscan
+    from jaxneurons.pipeline.multiscan import SeparationOptions, model_specs
+    from jaxneurons.pipeline.scan import scan
 
     utts = read_manifest(manifest)
     t0 = time.perf_counter()
-    summary = run_multiscan(model_specs(paths), utts, _options(), out, separation=SeparationOptions(enabled=False),
-                            progress=False)
+    summary = scan(model_specs(paths), utts, options=_options(), out_dir=out,
+                   separation=SeparationOptions(enabled=False), progress=False).summary
     return {"total_s": time.perf_counter() - t0, "per_model_s": {n: m["scan_seconds"] for n, m in
                                                                 summary["models"].items()},
             "decoding": summary["decoding"]}

@@ -3,97 +3,133 @@
     python -m jaxneurons.demo                      # writes runs/demo/, prints where the report is
 
 Steps: synthesise a held-out English corpus with espeak-ng (speakers the default model never heard);
-one scan pass for property neurons (phone type, gender, pitch; arXiv 2409.05910), label-free speaker
-neurons (i-vector x SSL clusters; arXiv 2506.21712) and AAPE gender/speaker neurons (arXiv 2602.15307);
-a short ablation (zero each property's neurons vs a random same-size set, effect on phone and gender
-probes); one report. Rerunning reuses the corpus and resumes an interrupted scan.
+one :func:`jaxneurons.scan` pass (the function ``jaxneurons scan`` calls) for property neurons (phone type,
+gender, pitch; arXiv 2409.05910), label-free speaker neurons (i-vector x SSL clusters; arXiv 2506.21712) and
+AAPE gender/speaker neurons (arXiv 2602.15307); a short ablation (zero each property's neurons vs a random
+same-size set, measured by one :class:`~jaxneurons.probes.ProbeSuite`); one report. Rerunning reuses the corpus
+and resumes an interrupted scan.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 
 from absl import app, flags, logging
 
-flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes its corpus and results.")
-flags.DEFINE_string("model", "default", "Model directory, or 'default' for the bundled model.")
-flags.DEFINE_integer("num_speakers", 16, "Speakers of the synthetic evaluation corpus.")
-flags.DEFINE_float("minutes", 10.0, "Minutes of audio of the synthetic evaluation corpus.")
-flags.DEFINE_integer("seed", 12345, "Corpus seed (the default model was trained on seed 1).")
+from jaxneurons.config_flags import config_from_flags, define_config_flags, field_help
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """The demo's corpus and model (a 10-minute, 16-speaker held-out espeak corpus and the bundled model)."""
+
+    workdir: str = field_help("runs/demo", "Where the demo writes its corpus and results.")
+    model: str = field_help("default", "Model directory, or 'default' for the bundled model.")
+    num_speakers: int = field_help(16, "Speakers of the synthetic evaluation corpus.")
+    minutes: float = field_help(10.0, "Minutes of audio of the synthetic evaluation corpus.")
+    seed: int = field_help(12345, "Corpus seed (the default model was trained on seed 1).")
+
+
+DEMO_PROPERTIES = ("phone_type", "gender", "pitch", "speaker", "aape_gender", "aape_speaker")
+define_config_flags(DemoConfig)
 FLAGS = flags.FLAGS
+
+
+def demo_options():
+    """The scan settings of the demo: the studies' defaults, with the pitch-aware i-vector options (espeak
+    voices differ in F0, not in their MFCCs: benchmarks/ivector.md)."""
+    from jaxneurons.pipeline.properties import SpeakerNeuronConfig
+    from jaxneurons.pipeline.scan import ScanOptions
+
+    return ScanOptions(properties=DEMO_PROPERTIES,
+                       speaker=SpeakerNeuronConfig(ivector_pitch_weight=4.0, ivector_space="supervector"))
+
+
+def ablation_probes(model, utts, result, *, seed: int = 0) -> dict:
+    """Zero each property's neurons (and each gender / AAPE-gender group) vs a random same-size set outside all
+    of them; phone and gender probes of one ProbeSuite trained on the unablated model."""
+    from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
+
+    sets = result.to_neuron_sets("phone_type", "gender", "pitch", "aape_gender")
+    rows = {f"{p} neurons": [n for n in sets.names() if n.startswith(f"{p}/")]
+            for p in ("phone_type", "gender", "pitch")}
+    rows.update({f"{n} neurons": [n] for n in sets.names() if n.split("/")[0] in ("gender", "aape_gender")})
+    suite = ProbeSuite(utts, ProbeSuiteConfig(tasks=("phone", "gender"), seed=seed))
+    suite.fit(model)
+    ablations, empty, sizes = {}, [], {}
+    union = sets.selection()
+    for k, (label, names) in enumerate(rows.items()):
+        sizes[label] = sets.size(names)
+        if not sizes[label]:
+            empty.append(label)  # zeroing nothing measures nothing
+            continue
+        ablations[label] = sets.to_ablation(model, names, label=label)
+        control = sets.random_control(names, seed + 1000 + k, exclude=union)
+        ablations[f"{label} (random)"] = sets.selection_ablation(model, control, label=f"{label} (random)")
+    out = suite.drops(model, ablations)
+    out.update(sizes=sizes, empty_sets=empty,
+               split={t: {"kind": kind, **split.sizes()} for t, (split, kind) in suite.splits.items()})
+    return out
 
 
 def main(_: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
-    import numpy as np
-
     from jaxneurons.assets import resolve_model_path
     from jaxneurons.data import DataIssues, generate_corpus, read_manifest
     from jaxneurons.models.checkpoint import load_model
-    from jaxneurons.pipeline.ablation import probe_ablation
-    from jaxneurons.pipeline.scan import ScanOptions, plan_scan, scan_fingerprint, scan_statistics, score
-    from jaxneurons.pipeline.scan_report import write_scan_results
+    from jaxneurons.pipeline.scan import scan
     from jaxneurons.results import ResultsDir
 
+    cfg = config_from_flags(DemoConfig)
     t0 = time.time()
-    work = os.path.abspath(FLAGS.workdir)
-    print(f"[1/4] synthetic corpus: {FLAGS.num_speakers} speakers, {FLAGS.minutes:g} min (espeak-ng)", flush=True)
-    manifest = generate_corpus(os.path.join(work, "corpus"), FLAGS.num_speakers, FLAGS.minutes, ["en"],
-                               seed=FLAGS.seed, progress=False)
+    work = os.path.abspath(cfg.workdir)
+    print(f"[1/4] synthetic corpus: {cfg.num_speakers} speakers, {cfg.minutes:g} min (espeak-ng)", flush=True)
+    manifest = generate_corpus(os.path.join(work, "corpus"), cfg.num_speakers, cfg.minutes, ["en"], seed=cfg.seed,
+                               progress=False)
     utts = read_manifest(manifest)
-    model_path = resolve_model_path(FLAGS.model)
+    model_path = resolve_model_path(cfg.model)
     model = load_model(model_path)
-    cfg = model.config
-    print(f"[2/4] scan of {len(utts)} utterances with {model_path} ({cfg.family}, {cfg.num_hidden_layers} layers, "
-          f"{cfg.intermediate_size} FFN neurons each)", flush=True)
-    options = ScanOptions(properties=("phone_type", "gender", "pitch", "speaker", "aape:gender", "aape:speaker"),
-                          ivector_components=32, ivector_dim=40,
-                          # espeak voices differ in F0, not MFCCs: the pitch-aware i-vector options
-                          ivector_pitch_weight=4.0, ivector_space="supervector")
+    mc = model.config
+    print(f"[2/4] scan of {len(utts)} utterances with {model_path} ({mc.family}, {mc.num_hidden_layers} layers, "
+          f"{mc.intermediate_size} FFN neurons each)", flush=True)
     issues = DataIssues()
-    plan = plan_scan(model, utts, options, issues)
-    stats = scan_statistics(model, utts, plan, checkpoint_path=os.path.join(work, "scan.work", "stats.npz"),
-                            fingerprint=scan_fingerprint(model_path, utts, options), issues=issues)
-    scored = score(stats, plan)
+    result = scan(model, utts, options=demo_options(), work_dir=os.path.join(work, "scan.work"),
+                  model_id=model_path, issues=issues)
     print("[3/4] ablation: zero each property's neurons vs a random same-size set; phone and gender probes",
           flush=True)
-    sets = {f"{prop} neurons": np.any(np.stack(list(scored[prop]["groups"].values())), axis=0)
-            for prop in ("phone_type", "gender", "pitch") if scored[prop]["groups"]}
-    sets.update({f"gender: {g} neurons": m for g, m in scored["gender"]["groups"].items()})
-    sets.update({f"AAPE gender: {g} neurons": m for g, m in scored["aape:gender"]["groups"].items()})
-    empty = sorted(name for name, m in sets.items() if not m.any())
-    sets = {name: m for name, m in sets.items() if m.any()}  # zeroing nothing measures nothing
-    ablation = probe_ablation(model, utts, plan.inventory, sets)
-    ablation["empty_sets"] = empty
+    ablation = ablation_probes(model, utts, result)
     print("[4/4] report", flush=True)
     out_dir = os.path.join(work, "results")
-    with ResultsDir(out_dir, "demo", flags={"model": model_path, "manifest": manifest,
-                                              "num_speakers": FLAGS.num_speakers, "minutes": FLAGS.minutes,
-                                              "seed": FLAGS.seed}) as res:
+    with ResultsDir(out_dir, "demo", flags=dataclasses.asdict(cfg)) as res:
         res.run["data_issues"] = issues.as_dict()
         res.save_json("ablation", ablation)
-        text = (f"Model: {model_path}. Corpus: {len(utts)} synthetic utterances ({FLAGS.num_speakers} speakers, "
-                f"{FLAGS.minutes:g} min, seed {FLAGS.seed}). Data: {issues.summary()}.")
-        summary, report = write_scan_results(res, plan, stats, scored, extra_text=text)
+        text = (f"Model: {model_path}. Corpus: {len(utts)} synthetic utterances ({cfg.num_speakers} speakers, "
+                f"{cfg.minutes:g} min, seed {cfg.seed}). Data: {issues.summary()}.")
+        summary, report = result.write(res, extra_text=text)
         _ablation_section(report, res, ablation)
         report.write(res.tmp)
-    took = time.time() - t0
-    print(f"done in {took:.0f} s")
+    print(f"done in {time.time() - t0:.0f} s")
     for prop, groups in summary["totals"].items():
         if groups:
             print(f"  {prop}: " + ", ".join(f"{g} {n}" for g, n in groups.items()))
-    print(f"  ablation (test accuracy phone / gender): clean {_fmt(ablation['clean'])}; " + "; ".join(
-        f"{k} {_fmt(v)}" for k, v in ablation.items() if isinstance(v, dict) and "phone_accuracy" in v
-        and k != "clean"))
+    print("  ablation (test accuracy phone / gender): " + "; ".join(
+        f"{k} {_fmt(ablation[k])}" for k in _measured(ablation)))
     print(f"report: {os.path.join(out_dir, 'report.html')} (and report.md)")
     if not os.path.exists(os.path.join(out_dir, "report.html")):
         sys.exit("report missing")
 
 
+def _measured(ablation: dict) -> list[str]:
+    """The clean model and every ablation (entries with probe results, not the sizes / split records)."""
+    return [k for k, v in ablation.items()
+            if isinstance(v, dict) and isinstance(v.get("phone"), dict) and "value" in v["phone"]]
+
+
 def _fmt(m: dict) -> str:
-    return f"{m['phone_accuracy']:.3f}/{m.get('gender_accuracy', float('nan')):.3f}"
+    return f"{m['phone']['value']:.3f}/{m.get('gender', {}).get('value', float('nan')):.3f}"
 
 
 def _ablation_section(report, res, ablation: dict) -> None:
@@ -102,17 +138,25 @@ def _ablation_section(report, res, ablation: dict) -> None:
 
     from jaxneurons.report import grouped_bars
 
-    names = [k for k, v in ablation.items() if isinstance(v, dict) and "phone_accuracy" in v]
+    names = _measured(ablation)
+    clean = ablation["clean"]
     report.heading("Ablation")
-    rows = [[n, ablation["sizes"].get(n.removesuffix(" (random)"), ""), f"{ablation[n]['phone_accuracy']:.3f}",
-             f"{ablation[n].get('gender_accuracy', float('nan')):.3f}"] for n in names]
-    report.text("Probes trained on the unablated model's last layer (speaker-disjoint split), evaluated on the "
-                f"test speakers with the neurons zeroed. Chance: {ablation['chance']}. Split: {ablation['split']}. "
-                f"Sets without neurons (not ablated): {', '.join(ablation['empty_sets']) or 'none'}.")
+    report.text("Probes (one ProbeSuite: speaker-disjoint split) trained on the unablated model's last layer, "
+                "evaluated on the test speakers with the neurons zeroed; 95 % CIs by a bootstrap over test "
+                f"utterances. Chance: phone {clean['phone']['chance']:.3f}, gender "
+                f"{clean.get('gender', {}).get('chance', float('nan')):.3f}. Sets without neurons (not ablated): "
+                f"{', '.join(ablation['empty_sets']) or 'none'}.")
+
+    def cell(v: dict, task: str) -> str:
+        t = v.get(task)
+        return "" if t is None else f"{t['value']:.3f} [{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}]"
+
+    rows = [[n, ablation["sizes"].get(n.removesuffix(" (random)"), ""), cell(ablation[n], "phone"),
+             cell(ablation[n], "gender")] for n in names]
     report.table(["neurons zeroed", "count", "phone accuracy", "gender accuracy"], rows)
     fig = grouped_bars(res.file("figures/ablation.png"), names,
-                       {"phone accuracy": [ablation[n]["phone_accuracy"] for n in names],
-                        "gender accuracy": [ablation[n].get("gender_accuracy", np.nan) for n in names]},
+                       {"phone accuracy": [ablation[n]["phone"]["value"] for n in names],
+                        "gender accuracy": [ablation[n].get("gender", {}).get("value", np.nan) for n in names]},
                        "Probe accuracy after zeroing neurons", "test accuracy")
     report.figure(fig, "Probe accuracy after zeroing each neuron set and a random set of the same size")
 

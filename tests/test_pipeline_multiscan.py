@@ -3,6 +3,7 @@ decoded once; finished models are skipped and an interrupted one resumes; ``--mo
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -20,9 +21,9 @@ from jaxneurons.pipeline.multiscan import (
     front_end_name,
     is_multi_model_arg,
     model_specs,
-    run_multiscan,
 )
-from jaxneurons.pipeline.scan import ScanOptions, neuron_sets, plan_scan, scan_statistics, score
+from jaxneurons.pipeline.properties import SpeakerNeuronConfig
+from jaxneurons.pipeline.scan import ScanOptions, neuron_sets, plan_scan, scan, scan_statistics, score
 from jaxneurons.results import load_results
 
 POS = dict(num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
@@ -35,8 +36,8 @@ CONFIGS = {
     "wavlm": SpeechConfig(family="wavlm", hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                           intermediate_size=64, num_buckets=16, max_bucket_distance=40, **CONV, **POS),
 }
-OPTIONS = ScanOptions(properties=("phone_type", "gender", "pitch", "aape:speaker", "speaker"), batch_size=3,
-                      ivector_components=4, ivector_dim=4)
+OPTIONS = ScanOptions(properties=("phone_type", "gender", "pitch", "aape_speaker", "speaker"), batch_size=3,
+                      speaker=SpeakerNeuronConfig(ivector_components=4, ivector_dim=4))
 SEPARATION = SeparationOptions(max_utterances=12, max_points=400)
 
 
@@ -67,7 +68,8 @@ def multiscan(corpus, model_dirs, tmp_path_factory):
 
     scan_mod.attach_f0 = counting
     try:
-        summary = run_multiscan(specs, corpus, OPTIONS, out, separation=SEPARATION, null_draws=200, progress=False)
+        summary = scan(specs, corpus, options=OPTIONS, out_dir=out, separation=SEPARATION, null_draws=200,
+                       progress=False).summary
     finally:
         scan_mod.attach_f0 = real
     return specs, out, summary, calls
@@ -109,7 +111,7 @@ def test_dataset_decoded_once_and_combined_summary(multiscan, corpus):
     # Overlap only within a shape (mel and its twin); a set's IoU with itself is 1 unless it is empty.
     assert {tuple(e["models"]) for e in summary["overlap"]} == {("mel", "mel-random")}
     props = {e["property"] for e in summary["overlap"]}
-    assert props == {"phone_type", "gender", "pitch", "aape:speaker", "speaker", "ssl_cluster"}
+    assert props == {"phone_type", "gender", "pitch", "aape_speaker", "speaker", "ssl_cluster"}
     for e in summary["overlap"]:
         iou = np.asarray(e["iou"], float)
         for i, size in enumerate(e["sizes"]):
@@ -143,10 +145,13 @@ def test_rerun_skips_finished_models_and_resumes_an_interrupted_one(corpus, mode
     monkeypatch.setattr(scan_mod.Progress, "__init__", init)
     monkeypatch.setattr(scan_mod.Progress, "__call__", call)
     with pytest.raises(KilledError):
-        run_multiscan(specs, corpus, options, out, separation=SeparationOptions(enabled=False))
+        scan(specs, corpus, options=options, out_dir=out, separation=SeparationOptions(enabled=False))
     assert os.path.exists(os.path.join(out, "mel", "run.json")) and not os.path.exists(os.path.join(out, "hubert"))
-    assert os.path.exists(os.path.join(out, "hubert.work", "stats.npz"))
-    summary = run_multiscan(specs, corpus, options, out, separation=SeparationOptions(enabled=False))
+    assert len(glob.glob(os.path.join(out, "hubert.work", "stats-*.npz"))) == 1
+    result = scan(specs, corpus, options=options, out_dir=out, separation=SeparationOptions(enabled=False))
+    summary = result.summary
+    with open(os.path.join(out, "mel", "neurons.json")) as f:
+        assert result["mel"].skipped and result["mel"].neuron_sets == json.load(f)
     assert starts == [("mel", 0), ("hubert", 0), ("hubert", 1)]  # mel skipped, hubert resumed at batch 1
     assert summary["models"]["mel"]["skipped"] and not summary["models"]["hubert"]["skipped"]
     assert summary["decoding"]["audio_decodes"] == len(corpus) and summary["decoding"]["f0_runs"] == 1
@@ -186,13 +191,12 @@ paths = sys.argv[5:]
 init_distributed(f"127.0.0.1:{port}", 2, pid, local_devices=2, cpu=True)
 import jax
 from jaxneurons.data import read_manifest
-from jaxneurons.pipeline.multiscan import SeparationOptions, model_specs, run_multiscan
-from jaxneurons.pipeline.scan import ScanOptions
+from jaxneurons.pipeline.multiscan import SeparationOptions, model_specs
+from jaxneurons.pipeline.scan import ScanOptions, scan
 assert jax.process_count() == 2 and len(jax.devices()) == 4
 options = ScanOptions(properties=("phone_type", "pitch"), batch_size=4)
-run_multiscan(model_specs(paths, random_twin=True), read_manifest(manifest), options, out, mesh=make_mesh(),
-              process_index=jax.process_index(), process_count=2, separation=SeparationOptions(enabled=False),
-              progress=False)
+scan(model_specs(paths, random_twin=True), read_manifest(manifest), options=options, out_dir=out, mesh=make_mesh(),
+     separation=SeparationOptions(enabled=False), progress=False)
 print("done", pid)
 """
 
@@ -214,8 +218,8 @@ def test_two_processes_equal_one_process(corpus, model_dirs, tmp_path):
     # One process, no mesh, the same global batches (4 rows x 2 processes).
     ref_out = str(tmp_path / "one")
     options = ScanOptions(properties=("phone_type", "pitch"), batch_size=8)
-    run_multiscan(model_specs(paths, random_twin=True), corpus, options, ref_out,
-                  separation=SeparationOptions(enabled=False), progress=False)
+    scan(model_specs(paths, random_twin=True), corpus, options=options, out_dir=ref_out, process_index=0,
+         process_count=1, separation=SeparationOptions(enabled=False), progress=False)
     names = ["mel", "mel-random", "hubert", "hubert-random"]
     assert load_results(out)["models"] == names  # summary.json sorts its keys; run.json keeps the order
     for name in names:

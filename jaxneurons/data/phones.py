@@ -4,11 +4,12 @@ Phone sets (labels in manifests are validated against the set named by the utter
 
 ``en39`` - English, the 39-class merged TIMIT set of Lee & Hon (1989), ARPAbet names in lower case,
 including ``sil``. The TIMIT 61 -> 39 folding is: ao -> aa; ax, ax-h -> ah; axr -> er; hv -> hh;
-ix -> ih; el -> l; em -> m; en, nx -> n; eng -> ng; zh -> sh; ux -> uw; the closures pcl tcl kcl bcl dcl
+ix -> ih; el -> l; em -> m; en, nx -> n; eng -> ng; zh -> jh; ux -> uw; the closures pcl tcl kcl bcl dcl
 gcl and h#, pau, epi -> sil; q (glottal stop) is deleted (its samples are left unlabelled).
 Groups: vowel = aa ae ah aw ay eh er ey ih iy ow oy uh uw; voiced consonant = b d dh dx g jh l m n ng r
-v w y z; unvoiced consonant = ch f hh k p s sh t th. ``sil`` has no group. Note that ``sh`` also
-carries folded ``zh`` (voiced); it is grouped as unvoiced, its majority member.
+v w y z; unvoiced consonant = ch f hh k p s sh t th. ``sil`` has no group. Lee & Hon fold zh into sh;
+we fold it into jh instead (same place of articulation, and voiced like zh), so that every voiced phone
+stays in the voiced group the phone-type and pitch properties use (ARPAbet ZH and espeak Z likewise).
 
 ``tr29`` - Turkish, one label per Turkish letter as written (8 vowels + 20 consonants) plus ``sil``.
 Groups: vowel = a e ı i o ö u ü; voiced = b c d g j l m n r v y z; unvoiced = ç f h k p s ş t
@@ -123,7 +124,7 @@ ESPEAK_EN: dict[str, str] = {
     "p": "p", "b": "b", "t": "t", "t2": "t", "t[": "t", "?": "t", "d": "d", "d#": "d", "d[": "d",
     "t#": "dx", "k": "k", "g": "g",
     "f": "f", "v": "v", "T": "th", "D": "dh", "s": "s", "z": "z", "z#": "z", "z/2": "z",
-    "S": "sh", "Z": "sh", "h": "hh", "x": "hh", "C": "hh",
+    "S": "sh", "Z": "jh", "h": "hh", "x": "hh", "C": "hh",
     "tS": "ch", "dZ": "jh",
     "m": "m", "m-": "m", "n": "n", "n-": "n", "N": "ng",
     "l": "l", "l-": "l", "l/": "l", "l/2": "l", "L": "l",
@@ -179,14 +180,14 @@ TIMIT_61 = (
 )
 _TIMIT_FOLD = {
     "ao": "aa", "ax": "ah", "ax-h": "ah", "axr": "er", "hv": "hh", "ix": "ih", "el": "l", "em": "m",
-    "en": "n", "nx": "n", "eng": "ng", "zh": "sh", "ux": "uw",
+    "en": "n", "nx": "n", "eng": "ng", "zh": "jh", "ux": "uw",
     "pcl": SILENCE, "tcl": SILENCE, "kcl": SILENCE, "bcl": SILENCE, "dcl": SILENCE, "gcl": SILENCE,
     "h#": SILENCE, "pau": SILENCE, "epi": SILENCE, "q": None,
 }
 
 
 def fold_timit(label: str) -> str | None:
-    """TIMIT 61-phone label -> en39 (Lee & Hon); None for the deleted glottal stop q."""
+    """TIMIT 61-phone label -> en39 (Lee & Hon, except zh -> jh); None for the deleted glottal stop q."""
     if label not in TIMIT_61:
         raise UnknownPhoneError(f"{label!r} is not a TIMIT phone")
     return _TIMIT_FOLD.get(label, label)
@@ -211,4 +212,4 @@ def arpabet_to_phone(label: str) -> str | None:
     base = label.rstrip("012").upper()
     if base not in ARPABET_39:
         raise UnknownPhoneError(f"{label!r} is not an ARPAbet phone (IPA phone sets are not supported)")
-    return {"AO": "aa", "ZH": "sh"}.get(base, base.lower())
+    return {"AO": "aa", "ZH": "jh"}.get(base, base.lower())  # ZH stays voiced (module docstring)

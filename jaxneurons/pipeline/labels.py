@@ -38,7 +38,8 @@ from jaxneurons.features.pitch import pitch_bin_edges, yin
 from jaxneurons.models.config import SpeechConfig
 
 SILENCE = "sil"
-GENDERS = ("m", "f")
+GENDERS = ("m", "f")  # manifest values (Utterance.gender); class ids 0 / 1
+GENDER_NAMES = {"m": "male", "f": "female"}  # the one spelling of gender groups in every result
 
 
 def frame_geometry(config: SpeechConfig) -> ConvFrontEnd | FbankFrontEnd:

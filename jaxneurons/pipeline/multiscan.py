@@ -32,22 +32,24 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jaxneurons.config_flags import field_help
 from jaxneurons.data import DataIssues, Utterance
 from jaxneurons.models import SpeechConfig, build_model, forward_with_captures
 from jaxneurons.models.checkpoint import CONFIG_FILE, load_model
 from jaxneurons.pipeline.labels import frame_geometry
+from jaxneurons.pipeline.properties import Property
 from jaxneurons.pipeline.scan import (
     DecodedDataset,
+    MultiScanResult,
     ScanOptions,
     ScanPlan,
-    plan_scan,
+    ScanResult,
+    _scan_one,
+    model_content_id,
     scan_fingerprint,
-    scan_statistics,
-    score,
 )
-from jaxneurons.pipeline.scan_report import write_scan_results
 from jaxneurons.report import Report, heatmap, layer_profile
-from jaxneurons.results import FORMAT_VERSION, RUN_FILE, ResultsDir, software_versions, write_json
+from jaxneurons.results import FORMAT_VERSION, RUN_FILE, software_versions, write_json
 from jaxneurons.scoring.common import sets_to_mask
 from jaxneurons.scoring.overlap import overlap_matrix_null
 
@@ -82,6 +84,27 @@ class ModelSpec:
 
     def load(self) -> nnx.Module:
         return load_model(self.path) if self.random_seed is None else build_model(self.config, self.random_seed)
+
+
+@dataclasses.dataclass
+class InMemoryModel:
+    """A model object of a multi-model scan (``scan({"mine": model, ...}, ...)``): no directory."""
+
+    name: str
+    model: nnx.Module
+    random_seed: int | None = None
+    path: str = "(in memory)"
+
+    @property
+    def config(self) -> SpeechConfig:
+        return self.model.config
+
+    @property
+    def model_id(self) -> str:
+        return model_content_id(self.model)
+
+    def load(self) -> nnx.Module:
+        return self.model
 
 
 def expand_model_list(arg: str, resolve: Any = None) -> list[str]:
@@ -157,12 +180,13 @@ def front_end_name(config: SpeechConfig) -> str:
 class SeparationOptions:
     """Silhouette of phone-middle frame features by phone type and by gender, per layer (seeded subsample)."""
 
-    enabled: bool = True
-    max_utterances: int = 64
-    max_points: int = 2000
-    metric: str = "cosine"
-    seed: int = 0
-    batch_size: int = 8
+    enabled: bool = field_help(True, "Multi-model scans: silhouette of phone-middle frames by phone type and gender, "
+                               "per layer, on a seeded subsample.")
+    max_utterances: int = field_help(64, "Utterances of the subsample.")
+    max_points: int = field_help(2000, "Frames of the subsample.")
+    metric: str = field_help("cosine", "Distance of the silhouette (sklearn metric name).")
+    seed: int = field_help(0, "Seed of the subsample.")
+    batch_size: int = field_help(8, "Utterances per forward batch.")
 
 
 def separation_scores(model: nnx.Module, plan: ScanPlan, decoded: DecodedDataset,
@@ -276,12 +300,15 @@ def _agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
-def run_multiscan(
-    specs: Sequence[ModelSpec],
+def run_models(
+    specs: Sequence[ModelSpec | InMemoryModel],
     utts: Sequence[Utterance],
+    properties: Sequence[Property],
     options: ScanOptions,
-    out_dir: str,
     *,
+    out_dir: str | None,
+    work_dir: str | None = None,
+    decoded: DecodedDataset | None = None,
     cache_audio: bool = True,
     separation: SeparationOptions = SeparationOptions(),
     null_draws: int = 1000,
@@ -291,59 +318,58 @@ def run_multiscan(
     issues: DataIssues | None = None,
     progress: bool = True,
     run_flags: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """Scan every model of ``specs`` over ``utts`` into ``out_dir/<name>/`` and compare them in
-    ``out_dir/summary.json`` + report. Returns the combined summary (process 0; None elsewhere)."""
+    report_text: str = "",
+) -> MultiScanResult:
+    """The multi-model half of :func:`jaxneurons.pipeline.scan.scan` (call that): every model of ``specs``
+    over ``utts``, one at a time, sharing one :class:`DecodedDataset`; with ``out_dir``, ``OUT/<name>/`` per
+    model (skipped when finished with the same fingerprint, resumed from ``OUT/<name>.work/``) and the
+    comparison in ``OUT/summary.json`` + report (process 0)."""
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique, got {names}")
     issues = issues if issues is not None else DataIssues()
-    os.makedirs(out_dir, exist_ok=True)
-    decoded = DecodedDataset(utts, keep_audio=cache_audio, issues=issues)
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+    decoded = decoded if decoded is not None else DecodedDataset(utts, keep_audio=cache_audio, issues=issues)
+    results: dict[str, ScanResult] = {}
     seconds: dict[str, float | None] = {}
     t_all = time.perf_counter()
     for k, spec in enumerate(specs):
-        path = os.path.join(out_dir, spec.name)
+        path = os.path.join(out_dir, spec.name) if out_dir is not None else None
         fp = model_fingerprint(spec, utts, options, separation)
-        if _agree(_finished(path, fp)):
+        fp["properties"] = scan_fingerprint(spec.model_id, utts, options, properties)["options"]
+        if path is not None and _agree(_finished(path, fp)):
             log.info("%s: finished earlier (same fingerprint), skipped", spec.name)
             seconds[spec.name] = None
+            results[spec.name] = ScanResult(spec.name, None, None, None, results_dir=path, skipped=True)
             continue
-        t0 = time.perf_counter()
-        model = spec.load()
-        plan = plan_scan(model, utts, options, issues, decoded=decoded)
-        work = path + ".work"
-        os.makedirs(work, exist_ok=True)
-        stats = scan_statistics(
-            model, utts, plan, checkpoint_path=os.path.join(work, "stats.npz"), fingerprint=fp, mesh=mesh,
+        what = (f"random-init twin (seed {spec.random_seed}) of the config of {spec.path}"
+                if spec.random_seed is not None else spec.path)
+        text = report_text or f"Model {spec.name}: {what}. {len(utts)} utterances. Data: {issues.summary()}."
+        flags = {**(run_flags or {}), "random_seed": spec.random_seed,
+                 "multiscan": os.path.abspath(out_dir) if out_dir else None}
+        model_work = (os.path.join(work_dir, spec.name) if work_dir is not None else
+                      (path + ".work" if path is not None else None))
+        result = _scan_one(
+            spec, utts, list(properties), options, out_dir=path, work_dir=model_work, model_id=spec.model_id,
+            decoded=decoded, run_flags=flags, report_text=text, separation=separation, mesh=mesh,
             process_index=process_index, process_count=process_count, issues=issues, progress=progress,
-            decoded=decoded, progress_label=f"scan {k + 1}/{len(specs)} {spec.name}",
-        )
-        scored = score(stats, plan)
-        if process_index == 0:
-            sep = separation_scores(model, plan, decoded, separation) if separation.enabled else None
-            flags = {**(run_flags or {}), "model": spec.path, "random_seed": spec.random_seed, "fingerprint": fp,
-                     "options": dataclasses.asdict(options), "multiscan": os.path.abspath(out_dir)}
-            with ResultsDir(path, "scan", flags=flags) as res:
-                res.run["data_issues"] = issues.as_dict()
-                what = (f"random-init twin (seed {spec.random_seed}) of the config of {spec.path}"
-                        if spec.random_seed is not None else spec.path)
-                text = f"Model {spec.name}: {what}. {len(utts)} utterances. Data: {issues.summary()}."
-                _, report = write_scan_results(res, plan, stats, scored, extra_text=text)
-                if sep is not None:
-                    res.save_json("separation", sep)
-                    _separation_section(report, {spec.name: sep})
-                report.write(res.tmp)
-            shutil.rmtree(work, ignore_errors=True)
-        seconds[spec.name] = time.perf_counter() - t0
-        del model, plan, stats, scored
-    if process_index != 0:
-        return None
-    decoding = {"cache_audio": cache_audio, "audio_decodes": decoded.audio_decodes, "f0_runs": decoded.f0_runs,
-                "ivector_runs": decoded.ivector_runs, "cached_audio_mb": decoded.cached_bytes / 2**20,
-                "utterances": len(utts), "seconds_total": time.perf_counter() - t_all}
-    return write_combined(out_dir, specs, options, seconds=seconds, decoding=decoding, null_draws=null_draws,
-                          run_flags=run_flags)
+            name=spec.name, fingerprint=fp, progress_label=f"scan {k + 1}/{len(specs)} {spec.name}")
+        if path is not None and process_index == 0 and model_work is not None:
+            shutil.rmtree(model_work, ignore_errors=True)
+        if path is not None:
+            result.stats = None  # one model's accumulators in memory at a time; the arrays are on disk
+        seconds[spec.name] = result.seconds
+        results[spec.name] = result
+    if out_dir is None or process_index != 0:
+        return MultiScanResult(results, None, out_dir)
+    decoding = {"cache_audio": decoded.keep_audio, "audio_decodes": decoded.audio_decodes,
+                "f0_runs": decoded.f0_runs, "ivector_runs": decoded.ivector_runs,
+                "cached_audio_mb": decoded.cached_bytes / 2**20, "utterances": len(utts),
+                "seconds_total": time.perf_counter() - t_all}
+    summary = write_combined(out_dir, specs, options, seconds=seconds, decoding=decoding, null_draws=null_draws,
+                             run_flags=run_flags)
+    return MultiScanResult(results, summary, out_dir)
 
 
 # ---------------------------------------------------------------- the combined summary and report
@@ -398,7 +424,7 @@ def _overlaps(out_dir: str, models: dict[str, dict], null_draws: int) -> list[di
     return out
 
 
-def _separation_section(report: Report, seps: dict[str, dict], figure: str | None = None) -> None:
+def separation_section(report: Report, seps: dict[str, dict], figure: str | None = None) -> None:
     seps = {n: s for n, s in seps.items() if s is not None}
     if not seps:
         return
@@ -469,7 +495,7 @@ def write_combined(out_dir: str, specs: Sequence[ModelSpec], options: ScanOption
                   for n, m in models.items() if m["per_layer_counts"].get(prop)}
         if not series:
             continue
-        path = layer_profile(os.path.join(fig_dir, f"profile_{prop.replace(':', '_')}.png"), series,
+        path = layer_profile(os.path.join(fig_dir, f"profile_{prop}.png"), series,
                              f"{prop} neurons per layer (all groups)", ylabel="neurons", normalise_depth=True)
         report.figure(path, f"{prop}: neurons per layer of every model (x: layer / number of layers)")
         rows = []
@@ -478,7 +504,7 @@ def write_combined(out_dir: str, specs: Sequence[ModelSpec], options: ScanOption
                 rows.append([n, g, *v, *[""] * (max_layers - len(v)), sum(v)])
         report.table(["model", "group", *[f"L{i + 1}" for i in range(max_layers)], "total"], rows,
                      caption=f"{prop}: neurons per layer")
-    _separation_section(report, {n: m["separation"] for n, m in models.items()}, os.path.join(fig_dir, "separation"))
+    separation_section(report, {n: m["separation"] for n, m in models.items()}, os.path.join(fig_dir, "separation"))
     if overlaps:
         report.heading("Overlap of neuron sets between models of the same shape")
         report.text(f"Pooled over layers: IoU |A∩B|/|A∪B| and containment |A∩B|/|A| (row A, column B), against "
@@ -488,7 +514,7 @@ def write_combined(out_dir: str, specs: Sequence[ModelSpec], options: ScanOption
                     "independently initialised models (e.g. a model and its random twin) expect the null.")
         for e in overlaps:
             if e["group"] == "*" and len(e["models"]) >= 2:
-                path = heatmap(os.path.join(fig_dir, f"iou_{e['property'].replace(':', '_')}_{len(e['widths'])}x"
+                path = heatmap(os.path.join(fig_dir, f"iou_{e['property']}_{len(e['widths'])}x"
                                             f"{max(e['widths'])}.png"), e["iou"], e["models"], e["models"],
                                f"{e['property']} neurons: IoU between models", "IoU (pooled over layers)")
                 report.figure(path, f"{e['property']} (all groups): IoU between models")

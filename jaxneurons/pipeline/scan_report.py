@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from jaxneurons.pipeline.labels import GENDERS
 from jaxneurons.pipeline.scan import ScanPlan, neuron_sets, per_layer_counts
 from jaxneurons.report import Report, layer_profile
 from jaxneurons.results import ResultsDir
@@ -25,7 +24,7 @@ def write_scan_results(
         for name in ("scores",):
             if name in result:
                 for group, arr in result[name].items():
-                    res.save_array(f"{prop.replace(':', '_')}__{group}__{name}", np.asarray(arr, np.float32))
+                    res.save_array(f"{prop}__{group}__{name}", np.asarray(arr, np.float32))
     sets = neuron_sets(scored)
     res.save_json("neurons", sets)
     counts = per_layer_counts(scored)
@@ -39,7 +38,9 @@ def write_scan_results(
         "options": dataclasses.asdict(plan.options),
         "stats_config": plan.stats_config.to_json(),
         "phone_set": plan.inventory.vocab.to_json() if plan.inventory else None,
-        "class_vocabularies": {k: v.to_json() for k, v in plan.class_vocabs.items()},
+        "class_vocabularies": {k: st["vocab"].to_json() for k, st in plan.states.items()
+                               if isinstance(st, dict) and "vocab" in st},
+        "properties": {p.name: repr(p) for p in plan.properties},
     }
     res.save_json("summary", summary)
 
@@ -58,7 +59,7 @@ def write_scan_results(
         rows = [[i + 1, *[groups[g][i] for g in groups]] for i in range(num_layers)]
         rows.append(["total", *[sum(groups[g]) for g in groups]])
         report.table(["layer", *groups], rows, caption=f"{prop}: neurons per layer")
-        path = layer_profile(res.file(f"figures/{prop.replace(':', '_')}.png"), groups,
+        path = layer_profile(res.file(f"figures/{prop}.png"), groups,
                              f"{prop} neurons per layer", ylabel="neurons")
         report.figure(path, f"{prop}: neurons per layer")
     report.heading("Data")
@@ -76,7 +77,7 @@ def write_scan_results(
                 report.text(f"{prop}: i-vector clusters (no gender labels to compare); SSL clusters of layer "
                             f"{c['ssl_layer']}.")
                 continue
-            rows = [[f"i-vector cluster {k}", v["size"], GENDERS[v["majority"]], f"{v['fraction']:.3f}"]
+            rows = [[f"i-vector cluster {k}", v["size"], v["majority"], f"{v['fraction']:.3f}"]
                     for k, v in sorted(pur["clusters"].items())]
             report.table(["cluster", "utterances", "majority gender", "majority share"], rows,
                          caption=f"{prop}: i-vector clusters vs gender (purity {pur['purity']:.3f}, chance about "

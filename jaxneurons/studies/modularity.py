@@ -3,7 +3,7 @@
     from jaxneurons.studies import modularity
     result = modularity.run(modularity.ModularityConfig(), "results/modularity")
 
-One scan per model over corpus A + corpus B (``selective:LABEL`` conditions: per-class streaming mean |h|), then:
+One scan per model over corpus A + corpus B (``selective_LABEL`` conditions: per-class streaming mean |h|), then:
 
 1. **Selective-pruning sets** per class of every task: score = mean|h| on the class (the data to forget) /
    (frame-weighted mean|h| on the task's other classes + 1e-3) (Pochinkov & Schoots' 'abs' taker), the top
@@ -25,8 +25,6 @@ numeric label in N quantile bins) or ``corpus`` (which of the two corpora: the s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -189,34 +187,16 @@ def merged_corpus(parts: Mapping[str, Sequence[Any]], specs: Sequence[str]) -> t
 # ------------------------------------------------------------------------------------------------ scan
 
 
-def scan_models(models: Mapping[str, Any], utts: Sequence[Any], keys: Sequence[str], batch_size: int, work: str,
-                model_path: str) -> tuple[Any, dict[str, tuple]]:
-    """The ONE place this study scans: ``selective:KEY`` statistics per model, resumable from ``work``."""
-    from jaxneurons.data import DataIssues
-    from jaxneurons.pipeline.scan import (
-        DecodedDataset,
-        ScanOptions,
-        plan_scan,
-        scan_fingerprint,
-        scan_statistics,
-        score,
-    )
+def scan_models(models: Mapping[str, Any], utts: Sequence[Any], keys: Sequence[str], batch_size: int,
+                work: str) -> tuple[Any, dict[str, tuple]]:
+    """The ONE place this study scans: ``selective_KEY`` statistics per model through :func:`jaxneurons.scan`
+    (resumable from ``work``)."""
+    from jaxneurons.pipeline.scan import ScanOptions
+    from jaxneurons.studies.corpora import run_scans
 
-    options = ScanOptions(properties=tuple(f"selective:{k}" for k in keys), frames="all", batch_size=batch_size)
-    issues = DataIssues()
-    decoded = DecodedDataset(utts, issues=issues)
-    out = {}
-    for name, model in models.items():
-        model_id = model_path if name == "trained" else f"random-init(config of {model_path})"
-        plan = plan_scan(model, utts, options, issues, decoded=decoded)
-        fingerprint = scan_fingerprint(model_id, utts, options)
-        tag = hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
-        stats = scan_statistics(model, utts, plan, checkpoint_path=os.path.join(work, f"scan-{name}-{tag}",
-                                                                                "stats.npz"),
-                                fingerprint=fingerprint, issues=issues, decoded=decoded,
-                                progress_label=f"scan ({name})")
-        out[name] = (plan, stats, score(stats, plan))
-    return issues, out
+    options = ScanOptions(properties=tuple(f"selective_{k}" for k in keys), batch_size=batch_size)
+    (issues, _), scans = run_scans(models, utts, options, work)
+    return issues, scans
 
 
 # ------------------------------------------------------------------------------------------------ analyses
@@ -228,7 +208,7 @@ def selective_sets(scored: Mapping[str, dict], keys: Sequence[str], fractions: S
     sets: dict[float, dict[str, np.ndarray]] = {float(f): {} for f in fractions}
     scores = {}
     for key in keys:
-        for cls, sc in scored[f"selective:{key}"]["scores"].items():
+        for cls, sc in scored[f"selective_{key}"]["scores"].items():
             name = f"{key.removeprefix('all.')}:{cls}"
             scores[name] = np.asarray(sc)
             for f, m in selective_prune_masks(sc, fractions, widths=widths).items():
@@ -237,7 +217,7 @@ def selective_sets(scored: Mapping[str, dict], keys: Sequence[str], fractions: S
 
 
 def mean_activation(stats: Any, key: str) -> np.ndarray:
-    """(L, D) frame-weighted mean of h over every class of a ``selective:KEY`` condition (the mean offset)."""
+    """(L, D) frame-weighted mean of h over every class of a ``selective_KEY`` condition (the mean offset)."""
     name = f"selective_{key}"
     mean = np.asarray(stats.mean(name), np.float64)  # (L, C, D)
     frames = np.asarray(stats.frames(name), np.float64)
@@ -402,7 +382,7 @@ def run(config: ModularityConfig, out_dir: str, *, progress: bool = True) -> Mod
     cfg = models["trained"].config
     widths = [cfg.ffn_width(i) for i in range(cfg.num_hidden_layers)]
     say(f"[2/6] scans of {len(utts)} utterances ({', '.join(models)}); tasks {keys}")
-    issues, scans = scan_models(models, utts, keys, config.batch_size, work, model_path)
+    issues, scans = scan_models(models, utts, keys, config.batch_size, work)
     say("[3/6] selective-pruning sets and overlaps")
     fractions = sorted(float(f) for f in config.fractions)
     sets, scores, overlaps = {}, {}, {}

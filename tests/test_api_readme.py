@@ -1,0 +1,59 @@
+"""The README's "From Python" notebook runs as written (extracted from README.md, so the two cannot drift),
+on a tiny model and a tiny synthetic corpus; and ``import jaxneurons`` stays cheap (lazy)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+from jaxneurons.data import generate_corpus
+from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models.checkpoint import save_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
+
+
+def notebook() -> str:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    m = re.search(r"<!-- notebook:start -->\s*```python\n(.*?)```\s*<!-- notebook:end -->", text, re.S)
+    assert m, "README.md lost its notebook block"
+    return m.group(1)
+
+
+def test_readme_notebook_runs(tmp_path):
+    model_dir = save_model(build_model(TINY, seed=0), str(tmp_path / "model"))
+    manifest = generate_corpus(str(tmp_path / "corpus"), num_speakers=6, minutes=0.8, languages=["en"], seed=3,
+                               progress=False)
+    code = notebook()
+    # Tiny sizes: the only edits; each must match the README text exactly (a changed README fails here).
+    edits = {'jn.load("default")': f"jn.load({model_dir!r})",
+             '"my_corpus/manifest.jsonl"': repr(manifest),
+             '"runs/my_scan"': repr(str(tmp_path / "my_scan")),
+             'jn.ProbeSuiteConfig(tasks=("phone",))': 'jn.ProbeSuiteConfig(tasks=("phone",), epochs=2, min_steps=5, '
+                                                      'bootstrap_draws=20)'}
+    for old, new in edits.items():
+        assert code.count(old) == 1, old
+        code = code.replace(old, new)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md notebook", "exec"), {"__name__": "readme"})
+    out = printed.getvalue()
+    assert re.search(r"phone accuracy \d\.\d{3} -> \d\.\d{3} without the vowel neurons", out), out
+    with open(tmp_path / "my_scan" / "neurons.json") as f:
+        assert set(json.load(f)) == {"phone_type", "gender"}
+    assert (tmp_path / "my_scan" / "report.html").exists()
+
+
+def test_import_is_lazy():
+    code = "import sys, jaxneurons as jn; assert 'jax' not in sys.modules, 'jax imported'; assert callable(jn.scan)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

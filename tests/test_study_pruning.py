@@ -1,0 +1,52 @@
+"""Continued pre-training after pruning regenerates the targets the model was trained on (METHODS.md §1):
+the stored TargetRecipe, not fresh k-means under the old head indices; a model without one needs an explicit
+choice, and the study refuses to start without it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models.checkpoint import save_model
+from jaxneurons.studies.pruning import PruningConfig, check_cpt_targets, continued_pretraining_data
+
+TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
+                    num_conv_pos_embedding_groups=2, num_clusters=8)
+
+
+@pytest.fixture(scope="module")
+def audio():
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    return [(0.3 * np.sin(2 * np.pi * (100 + 40 * k) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+            for k in range(4)]
+
+
+def test_cpt_uses_the_models_stored_recipe(tmp_path, audio):
+    from jaxneurons.train.targets import fit_target_recipe, save_recipe
+
+    model = build_model(TINY, seed=0)
+    model_dir = save_model(model, str(tmp_path / "model"))
+    # The model's own targets: k-means of its layer-1 features (an iteration-2 recipe), seed 7.
+    recipe, labels = fit_target_recipe(model, audio, 8, source="layer", feature_model=model, layer=1, seed=7)
+    save_recipe(recipe, model_dir, feature_model=model)
+    config = PruningConfig()
+    check_cpt_targets(config, model_dir)  # a recipe is there: no error
+    data = continued_pretraining_data(model, audio, config, recipe_dir=model_dir)
+    assert data.num_clusters == 8 and not data.reinit_head
+    for got, want in zip(data.targets, labels, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # what the launchers did before: fresh MFCC k-means under the same head indices, another objective
+    fresh = continued_pretraining_data(model, audio, PruningConfig(cpt_targets="fresh_mfcc_kmeans"))
+    assert fresh.reinit_head
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh.targets, labels, strict=True))
+
+
+def test_a_model_without_a_recipe_needs_an_explicit_choice(tmp_path, audio):
+    model_dir = save_model(build_model(TINY, seed=1), str(tmp_path / "model"))
+    with pytest.raises(ValueError, match="no stored target recipe.*--cpt_targets fresh_mfcc_kmeans"):
+        check_cpt_targets(PruningConfig(), model_dir)
+    check_cpt_targets(PruningConfig(cpt_targets="fresh_mfcc_kmeans"), model_dir)
+    check_cpt_targets(PruningConfig(updates_per_step=0), model_dir)  # no continued pre-training at all
