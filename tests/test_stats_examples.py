@@ -66,9 +66,11 @@ def assert_equal_examples(got: dict, want: dict) -> None:
     np.testing.assert_array_equal(got["value"], want["value"])  # NaN == NaN for empty slots
 
 
-@pytest.mark.parametrize("n", [4, 16, 200])  # 200 > every frame of the corpus: trailing slots stay empty
-def test_examples_match_numpy_reference(n):
-    batches = make_batches(0, 3)
+@pytest.mark.parametrize(("n", "T"), [(4, 5), (16, 5), (200, 5), (5, 37), (40, 37)])
+def test_examples_match_numpy_reference(n, T):
+    """n = 200 > every frame of the corpus: trailing slots stay empty; T = 37: several blocks of 8 frames per
+    row (the kernel's first stage) and a short last block; n = 40 > the blocks of a batch."""
+    batches = make_batches(0, 3, T=T)
     stats, _ = run_scan(forward, None, batches, config(n))
     got, want = stats.examples(), reference(batches, n)
     assert_equal_examples(got, want)
