@@ -88,6 +88,7 @@ def main(_: list[str]) -> None:
         f"{k} {_fmt(v)}" for k, v in ablation.items() if isinstance(v, dict) and "phone_accuracy" in v
         and k != "clean"))
     print(f"report: {os.path.join(out_dir, 'report.html')} (and report.md)")
+    print(f"explorer: {os.path.join(out_dir, 'explorer', 'index.html')} (or serve it: jaxneurons view {out_dir})")
     if not os.path.exists(os.path.join(out_dir, "report.html")):
         sys.exit("report missing")
 
