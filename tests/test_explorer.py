@@ -3,6 +3,7 @@ what the scan found (top examples with audio, traces, profiles; sentences instea
 
 from __future__ import annotations
 
+import html
 import html.parser
 import os
 import re
@@ -93,7 +94,7 @@ def test_neuron_page_shows_examples_audio_trace_and_profile(scan):
     imgs = [a["src"] for t, a in p.tags if t == "img"]
     assert imgs == [s.replace(".wav", ".png") for s in audios]
     assert text.count("<polyline") == EXAMPLES  # one activation trace per snippet
-    assert "phone: P(|h| in the layer's top" in text and "gender: P(" in text  # profiles
+    assert "phone: P(|h| in the layer's top" in html.unescape(text) and "gender: P(" in text  # profiles
     assert f"h = {ex['value'][1, 40, 0]:.3f}" in text
     # (utterance, frame) of the examples are where the activation is: one unbatched forward per utterance
     for (u, f), v in zip(kept, ex["value"][1, 40], strict=False):
