@@ -97,7 +97,7 @@ def test_neuron_page_shows_examples_audio_trace_and_profile(scan):
     assert "phone: P(|h| in the layer's top" in html.unescape(text) and "gender: P(" in text  # profiles
     assert f"h = {ex['value'][1, 40, 0]:.3f}" in text
     # (utterance, frame) of the examples are where the activation is: one unbatched forward per utterance
-    for (u, f), v in zip(kept, ex["value"][1, 40], strict=False):
+    for (u, f), v in zip(kept[:2], ex["value"][1, 40], strict=False):  # 2 of them: eager forwards are slow
         _, ffn, _ = forward_with_captures(scan["model"], load_audio(scan["utts"][u].path)[None])
         assert float(ffn[1][0, f, 40]) == pytest.approx(float(v), rel=1e-4, abs=1e-5)
 
