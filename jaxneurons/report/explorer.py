@@ -51,19 +51,22 @@ class ExplorerConfig:
       max_audio_neurons: neurons whose top examples get audio, spectrograms and traces (chosen round-robin
         over the sets, strongest-scored first); the others get a page with the examples as a table.
       max_media_mb: hard cap on the snippets + spectrograms written (about 19 KB per example).
+      max_neuron_pages: neurons that get a page (same order; about 16 KB each with six profiles); the index
+        still lists every set neuron.
       n_mels: mel bands of the spectrograms (25 ms Hann window, 10 ms hop).
     """
 
     snippet_seconds: float = 0.5
     max_audio_neurons: int = 120
     max_media_mb: float = 40.0
+    max_neuron_pages: int = 2000
     n_mels: int = 40
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.snippet_seconds <= 5:
             raise ValueError(f"snippet_seconds must be in [0.05, 5], got {self.snippet_seconds}")
-        if self.max_audio_neurons < 0 or self.max_media_mb < 0:
-            raise ValueError("max_audio_neurons and max_media_mb must be >= 0")
+        if self.max_audio_neurons < 0 or self.max_media_mb < 0 or self.max_neuron_pages < 0:
+            raise ValueError("max_audio_neurons, max_media_mb and max_neuron_pages must be >= 0")
 
 
 # ---------------------------------------------------------------- what the scan knows per frame
@@ -585,11 +588,14 @@ def write_explorer(
 
     # ---- pages
     shares = example_group_shares(examples, sets_json, plan) if examples is not None else []
-    _write_overview(out, run, summary, cfg, sets_json, shares, corpus, used, config, len(media_neurons), capped)
-    _write_index(out, membership, top_value, set(media_neurons), num_layers)
+    paged = set(_media_order(sets_json, scored, top_value)[:config.max_neuron_pages])
+    _write_overview(out, run, summary, cfg, sets_json, shares, corpus, used, config, len(media_neurons), capped,
+                    len(paged), len(membership))
+    _write_index(out, membership, top_value, set(media_neurons), num_layers, paged)
     for n, names in membership.items():
-        _write_neuron(out, n, names, profiles, examples, corpus, snippets, traces, config,
-                      n in set(media_neurons), capped)
+        if n in paged:
+            _write_neuron(out, n, names, profiles, examples, corpus, snippets, traces, config,
+                          n in set(media_neurons), capped)
     write_text(os.path.join(out, "style.css"), CSS)
     write_text(os.path.join(out, "explorer.js"), SCRIPT)
     if report is not None:
@@ -598,7 +604,8 @@ def write_explorer(
     return os.path.join(out, "index.html")
 
 
-def _write_overview(out, run, summary, cfg, sets_json, shares, corpus, media_bytes, config, n_media, capped):
+def _write_overview(out, run, summary, cfg, sets_json, shares, corpus, media_bytes, config, n_media, capped,
+                    n_pages, n_set_neurons):
     flags = run.get("flags", {})
     body = ["<h1>Neuron scan explorer</h1>"]
     model_line = _e(flags.get("model", "(not recorded)"))
@@ -662,10 +669,12 @@ def _write_overview(out, run, summary, cfg, sets_json, shares, corpus, media_byt
         body.append(f"<p>Audio snippets ({config.snippet_seconds:g} s, {SAMPLE_RATE} Hz WAV) and log-mel "
                     f"spectrograms for {n_media} neurons, {media_bytes / 2**20:.1f} MB in media/ (limits: "
                     f"{config.max_audio_neurons} neurons, {config.max_media_mb:g} MB).{cap}</p>")
+    body.append(f"<p>Neuron pages: {n_pages} of the {n_set_neurons} set neurons (limit {config.max_neuron_pages}, "
+                "strongest of each set first); the index lists all of them.</p>")
     write_text(os.path.join(out, "index.html"), _page("Overview", "".join(body)))
 
 
-def _write_index(out, membership, top_value, with_media, num_layers):
+def _write_index(out, membership, top_value, with_media, num_layers, paged):
     props = sorted({s.split("/")[0] for names in membership.values() for s in names})
     groups = sorted({s for names in membership.values() for s in names})
     rows = []
@@ -674,7 +683,8 @@ def _write_index(out, membership, top_value, with_media, num_layers):
         tags = "".join(f"<span class=\"tag\">{_e(s)}</span>" for s in names)
         top = f"{top_value[layer, d]:.3f}" if np.isfinite(top_value[layer, d]) else "-"
         rows.append(f"<tr data-id=\"{nid}\" data-layer=\"{layer}\" data-sets=\"{_e(' '.join(names))}\">"
-                    f"<td class=\"l\"><a href=\"neurons/{nid}.html\">{nid}</a></td><td>{layer}</td>"
+                    + (f"<td class=\"l\"><a href=\"neurons/{nid}.html\">{nid}</a></td>" if (layer, d) in paged
+                       else f"<td class=\"l\">{nid}</td>") + f"<td>{layer}</td>"
                     f"<td class=\"l\">{tags}</td><td>{top}</td>"
                     f"<td>{'yes' if (layer, d) in with_media else ''}</td></tr>")
     opts = "".join(f"<option>{i}</option>" for i in range(num_layers))
