@@ -151,3 +151,26 @@ def test_multi_model_page_links_each_explorer_and_shows_overlaps(tmp_path):
             assert os.path.isfile(os.path.normpath(os.path.join(os.path.dirname(page), ref))), ref
     text = read(page)
     assert "0.250 (0.010, +7.5)" in text and "a 3, b 0" in text
+
+
+def test_caps_bound_pages_and_media_and_say_so(scan, tmp_path):
+    import shutil
+
+    from jaxneurons.report.explorer import ExplorerConfig, write_explorer
+
+    copy = tmp_path / "results"
+    shutil.copytree(scan["out"], copy, ignore=shutil.ignore_patterns(EXPLORER_DIR))
+    write_explorer(str(copy), stats=scan["stats"], plan=scan["plan"], utterances=scan["utts"], model=scan["model"],
+                   config=ExplorerConfig(max_audio_neurons=1, max_neuron_pages=2))
+    out = copy / EXPLORER_DIR
+    assert len(os.listdir(out / "neurons")) == 2
+    assert len(os.listdir(out / "media")) == 2 * EXAMPLES  # one neuron's snippets + spectrograms
+    index = parse(str(out / "neurons.html"))
+    links = [ref for tag, _, ref in index.refs if ref.startswith("neurons/")]
+    rows = [a for t, a in index.tags if t == "tr" and "data-id" in a]
+    assert len(links) == 2 and len(rows) == 4
+    overview = read(str(out / "index.html"))
+    assert "Capped at the first 1 neurons" in overview and "Neuron pages: 2 of the 4 set neurons" in overview
+    no_audio = [read(str(out / "neurons" / f)) for f in os.listdir(out / "neurons")]
+    assert sum("<audio" in page for page in no_audio) == 1
+    assert any("Audio was rendered for the first 1 neurons" in page for page in no_audio)
