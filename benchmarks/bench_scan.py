@@ -16,7 +16,9 @@ Timed in ONE process, repetitions interleaved (a, b, c, d, a, b, c, d, ...), med
   (c) transformers PyTorch forward with forward hooks on every layer's FFN activation computing the same
       counts (``torch.topk`` over |h| per frame, ``bincount`` into (C, D) counts, one-hot matmul for h > 0),
       ``torch.inference_mode``, torch threads = CPU cores;
-  (d) the same PyTorch forward without hooks (reference for the hooks' own cost).
+  (d) the same PyTorch forward without hooks (reference for the hooks' own cost);
+  (e) as (b), plus the max-activating examples (``StatsConfig.examples``, default 16: the exact top-16
+      frames of every neuron, ``jaxneurons.stats.examples``) in the same jit.
 The PyTorch model is saved with ``save_pretrained`` and converted with our converter, so (b) and (c)
 count the same activations up to float rounding; the counts are compared entry by entry.
 
@@ -26,6 +28,7 @@ count the same activations up to float rounding; the counts are compared entry b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -118,6 +121,7 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: CPU cores)")
     ap.add_argument("--topk-method", default="auto", choices=("auto", "native", "topk", "blocked"),
                     help="top-k / h>0 counting method of the scan step (auto: native on CPU when it builds)")
+    ap.add_argument("--examples", type=int, default=16, help="top-N examples per neuron of mode (e)")
     ap.add_argument("--out", default=None, help="Markdown file to write")
     args = ap.parse_args()
 
@@ -155,7 +159,9 @@ def main() -> None:
     for _ in range(args.batches):
         audio = (rng.standard_normal((args.batch, n)) * 0.1).astype(np.float32)
         batches.append({"audio": audio, "audio_lengths": np.full((args.batch,), n, np.int32),
-                        "labels": synthetic_labels(rng, args.batch, T)})
+                        "labels": synthetic_labels(rng, args.batch, T),
+                        "utt_index": np.arange(len(batches) * args.batch, (len(batches) + 1) * args.batch,
+                                               dtype=np.int32)})
     jbatches = [jax.tree.map(jnp.asarray, b) for b in batches]
 
     config = StatsConfig(widths=(D,) * L, conditions=(
@@ -173,6 +179,8 @@ def main() -> None:
     method = resolve_topk_method(args.topk_method)  # what the step below traces with
     native_ok, native_detail = native_status() if method == "native" or args.topk_method == "auto" else (False, "")
     step = make_stats_step(make_forward(graphdef), config, topk_method=args.topk_method)
+    config_ex = dataclasses.replace(config, examples=args.examples)
+    step_ex = make_stats_step(make_forward(graphdef), config_ex, topk_method=args.topk_method)
     counter = TorchCounter(torch, hf.encoder.layers, k, D)
     audio_t = [torch.from_numpy(b["audio"]) for b in batches]
 
@@ -188,20 +196,24 @@ def main() -> None:
             for h_ in handles:
                 h_.remove()
 
-    stats_box = [init_stats(config)]
+    stats_box = [init_stats(config), init_stats(config_ex)]
 
     def run_step(i: int) -> None:
         stats_box[0] = jax.block_until_ready(step(stats_box[0], state, jbatches[i]))
+
+    def run_step_examples(i: int) -> None:
+        stats_box[1] = jax.block_until_ready(step_ex(stats_box[1], state, jbatches[i]))
 
     modes = {
         "a": ("JAX forward alone (jit)", lambda i: jax.block_until_ready(jax_forward(state, jbatches[i]))),
         "b": ("JAX scan step: forward + statistics, one jit", run_step),
         "c": ("PyTorch forward + counting hooks (inference_mode)", lambda i: run_torch(i, True)),
         "d": ("PyTorch forward, no hooks", lambda i: run_torch(i, False)),
+        "e": (f"JAX scan step + top-{args.examples} max-activating examples per neuron, one jit", run_step_examples),
     }
     # Warm-up pass (compiles JAX; accumulates the counts of every batch once for the comparison).
     compile_s = {}
-    for key in ("a", "b", "c", "d"):
+    for key in modes:
         t0 = time.perf_counter()
         for i in range(args.batches):
             modes[key][1](i)
@@ -287,6 +299,12 @@ def main() -> None:
         f"**{100 * overhead_cpu:+.1f} %** CPU s (target <= 5 %).",
         f"- **Speed ratio** PyTorch-with-hooks / JAX scan step (c) / (b): **{ratio:.2f}** wall, "
         f"**{ratio_cpu:.2f}** CPU s (target >= 1.0; > 1 means the JAX scan is faster).",
+        f"- **Statistics + top-{args.examples} examples overhead** (e - a) / a: "
+        f"**{100 * (med['e'] - med['a']) / med['a']:+.1f} %** wall, "
+        f"**{100 * (cpu['e'] - cpu['a']) / cpu['a']:+.1f} %** CPU s; the examples alone (e - b) / a: "
+        f"{100 * (med['e'] - med['b']) / med['a']:+.1f} % wall, "
+        f"{100 * (cpu['e'] - cpu['b']) / cpu['a']:+.1f} % CPU s (target <= 5 %; state {L} x {D} x {args.examples} "
+        f"x 3 arrays = {L * D * args.examples * 12 / 2**20:.1f} MB).",
         f"- PyTorch hooks' own cost (c - d) / d: {100 * (med['c'] - med['d']) / med['d']:+.1f} % wall.",
         f"- JAX scan step throughput: {audio_s / med['b']:.1f} x real time (wall, under this load).",
         "",

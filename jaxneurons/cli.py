@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("jaxneurons.commands.train", "masked-prediction (continued) pre-training"),
     "scan": ("jaxneurons.commands.scan", "one pass over a dataset: activation statistics + neuron scoring"),
     "heads": ("jaxneurons.commands.heads", "attention-head metrics, typing and ablation"),
+    "view": ("jaxneurons.commands.view", "serve a results directory as the neuron explorer on 127.0.0.1"),
 }
 
 

@@ -118,6 +118,7 @@ def main(_: list[str]) -> None:
     print("  ablation (test accuracy phone / gender): " + "; ".join(
         f"{k} {_fmt(ablation[k])}" for k in _measured(ablation)))
     print(f"report: {os.path.join(out_dir, 'report.html')} (and report.md)")
+    print(f"explorer: {os.path.join(out_dir, 'explorer', 'index.html')} (or serve it: jaxneurons view {out_dir})")
     if not os.path.exists(os.path.join(out_dir, "report.html")):
         sys.exit("report missing")
 

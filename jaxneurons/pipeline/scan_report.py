@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from jaxneurons.pipeline.scan import ScanPlan, neuron_sets, per_layer_counts
-from jaxneurons.report import Report, layer_profile
+from jaxneurons.report import Report, layer_profile, write_explorer
 from jaxneurons.results import ResultsDir
 from jaxneurons.stats.state import NeuronStats
 
@@ -82,4 +82,5 @@ def write_scan_results(
             report.table(["cluster", "utterances", "majority gender", "majority share"], rows,
                          caption=f"{prop}: i-vector clusters vs gender (purity {pur['purity']:.3f}, chance about "
                                  f"0.5); SSL clusters from layer {c['ssl_layer']}")
+    write_explorer(res.tmp, stats=stats, plan=plan, scored=scored, run=res.run, report=report)
     return summary, report

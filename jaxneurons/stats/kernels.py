@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxneurons.stats.examples import batch_examples
 from jaxneurons.stats.native import neuron_counts, resolve_topk_method
 from jaxneurons.stats.spec import StatsConfig
 from jaxneurons.stats.state import NeuronStats, float_dtype, merge_stats, state_shapes
@@ -128,8 +129,12 @@ def batch_partials(
     axis_name: str | None = None,
     topk_method: str = "auto",
     shifts: Mapping[str, jax.Array] | None = None,
+    utt_index: jax.Array | None = None,
 ) -> NeuronStats:
     """Statistics of one batch as a NeuronStats, psum-reduced over ``axis_name``.
+
+    ``utt_index``: (B,) global utterance index of each row (-1 = padding row); required when the config
+    keeps max-activating examples (``config.examples > 0``, see :mod:`jaxneurons.stats.examples`).
 
     Batch means are returned as pairs ``(hi=shift, lo=mean - shift)`` where ``shifts`` holds the running
     means (keys ``{cond}/mean``, ``{cond}/abs_mean``, ``{y}/y_mean``, ``{y}/h_mean``; zero if None).
@@ -243,6 +248,14 @@ def batch_partials(
             per_layer = [_positive_counts(ohT, x, D) for x in flat_layers]
             split(_psum(jnp.stack(per_layer), axis_name), pc, p_offs, "positive")
 
+    # ---- max-activating examples: the batch's exact top-N frames per neuron, merged over the mesh.
+    if config.examples:
+        if utt_index is None:
+            raise KeyError("the config keeps max-activating examples but the batch has no 'utt_index' (B,)")
+        if utt_index.shape != (B,):
+            raise ValueError(f"utt_index: shape {utt_index.shape}, expected (B,) = ({B},)")
+        out.update(batch_examples(layers, valid, utt_index, config.examples, D, axis_name=axis_name))
+
     # ---- per-class moments of h and |h| (two passes: global batch mean, then centred squares).
     for c in config.conditions:
         if "moments" not in c.stats:
@@ -315,8 +328,9 @@ def update_stats(
     *,
     axis_name: str | None = None,
     topk_method: str = "auto",
+    utt_index: jax.Array | None = None,
 ) -> NeuronStats:
     """Fold one batch into ``stats`` (pure; jit it, or call it inside a jitted forward step)."""
     part = batch_partials(h, valid, labels, selections, stats.config, axis_name=axis_name,
-                          topk_method=topk_method, shifts=stats.arrays)
+                          topk_method=topk_method, shifts=stats.arrays, utt_index=utt_index)
     return merge_stats(stats, part)

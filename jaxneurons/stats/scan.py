@@ -5,7 +5,8 @@ batch dict; it returns FFN activations ``(L, B, T, D)`` (or a tuple of per-layer
 ``(B, T)`` valid-frame mask, optionally followed by a dict of labels computed in the same pass (they
 replace the batch's labels of the same names, which then only need the right shape and range). The
 batch dict also carries ``batch["labels"][name]`` for every condition set / continuous label of the
-config and ``batch["selections"][name]`` for every selection they use.
+config and ``batch["selections"][name]`` for every selection they use, and, when the config keeps
+max-activating examples, ``batch["utt_index"]`` (B,): the global utterance index of each row (-1 = padding).
 
 Checkpoints (``save_checkpoint``) hold every accumulator array, the config and the cursor (batches done)
 in ONE ``.npz`` written to a temporary file and ``os.replace``d, so a kill leaves either the previous or
@@ -19,7 +20,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -62,16 +62,22 @@ def make_stats_step(forward_fn: ForwardFn, config: StatsConfig, *, mesh: Mesh | 
         labels, sels = _pick(batch, config)
         if len(out) > 2:  # labels computed by the model pass itself (e.g. k-means clusters of a layer)
             labels = {**labels, **out[2]}
+        utt = batch["utt_index"] if config.examples else None  # check_labels made sure it is there
         if mesh is None:
-            return update_stats(stats, h, valid, labels, sels, topk_method=topk_method)
+            return update_stats(stats, h, valid, labels, sels, topk_method=topk_method, utt_index=utt)
+
+        def sharded(stats, h, valid, labels, sels, utt):
+            return update_stats(stats, h, valid, labels, sels, axis_name=DATA, topk_method=topk_method,
+                                utt_index=utt)
+
         h_spec = tuple(P(DATA) for _ in h) if isinstance(h, (list, tuple)) else P(None, DATA)
         fn = jax.shard_map(
-            partial(update_stats, axis_name=DATA, topk_method=topk_method),
+            sharded,
             mesh=mesh,
-            in_specs=(P(), h_spec, P(DATA), P(DATA), P(DATA)),
+            in_specs=(P(), h_spec, P(DATA), P(DATA), P(DATA), P(DATA)),
             out_specs=P(),
         )
-        return fn(stats, h if not isinstance(h, list) else tuple(h), valid, labels, sels)
+        return fn(stats, h if not isinstance(h, list) else tuple(h), valid, labels, sels, utt)
 
     return jax.jit(step)
 
@@ -100,6 +106,15 @@ def check_labels(batch: Mapping[str, Any], config: StatsConfig, *, source: str) 
             raise ValueError(f"{source}: continuous label {y.name!r} is missing")
         if not np.issubdtype(np.asarray(labels[y.name]).dtype, np.floating):
             raise ValueError(f"{source}: continuous label {y.name!r} must be float (NaN = ignore)")
+    if config.examples:
+        utt = batch.get("utt_index")
+        if utt is None:
+            raise ValueError(f"{source}: the scan keeps max-activating examples but the batch has no 'utt_index' "
+                             "(global utterance index of each row, -1 for padding rows)")
+        utt = np.asarray(utt)
+        if utt.ndim != 1 or not np.issubdtype(utt.dtype, np.integer) or (utt < -1).any():
+            raise ValueError(f"{source}: 'utt_index' must be integer (B,) with values >= -1, got {utt.dtype} "
+                             f"{utt.shape}")
     for s in config.selections():
         if s not in sels:
             raise ValueError(f"{source}: selection mask {s!r} is missing")

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 STAT_KINDS = ("topk", "positive", "moments")
+DEFAULT_EXAMPLES = 16  # max-activating frames kept per neuron when a scan collects examples
 
 
 def topk_size(width: int, rho: float) -> int:
@@ -85,15 +86,22 @@ class StatsConfig:
       conditions: categorical condition sets.
       continuous: continuous labels for correlation scores.
       rho: top-k fraction, k_l = round(rho * D_l). Default 0.01 = top 1% (arXiv 2409.05910, 2506.21712).
+      examples: N, the max-activating frames kept per neuron (:mod:`jaxneurons.stats.examples`; the
+        batches then carry ``batch["utt_index"]``, the global utterance index of each row, -1 for padding
+        rows). 0 = off; scans for the explorer use :data:`DEFAULT_EXAMPLES` (16, as Neuroscope-style
+        viewers show a page of top examples per neuron).
     """
 
     widths: tuple[int, ...]
     conditions: tuple[ConditionSpec, ...] = ()
     continuous: tuple[ContinuousSpec, ...] = ()
     rho: float = 0.01
+    examples: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.examples < 0:
+            raise ValueError(f"StatsConfig.examples must be >= 0 (0 = off), got {self.examples}")
         object.__setattr__(self, "conditions", tuple(self.conditions))
         object.__setattr__(self, "continuous", tuple(self.continuous))
         if not self.widths:
@@ -103,6 +111,8 @@ class StatsConfig:
         names = [c.name for c in self.conditions] + [c.name for c in self.continuous]
         if len(set(names)) != len(names):
             raise ValueError(f"condition / continuous label names must be unique, got {names}")
+        if "examples" in names:
+            raise ValueError("'examples' is reserved for the max-activating examples; rename that condition")
 
     @property
     def num_layers(self) -> int:
@@ -140,11 +150,12 @@ class StatsConfig:
                              for c in d.get("conditions", ())),
             continuous=tuple(ContinuousSpec(c["name"], c.get("selection")) for c in d.get("continuous", ())),
             rho=float(d.get("rho", 0.01)),
+            examples=int(d.get("examples", 0)),
         )
 
 
 def uniform_config(num_layers: int, width: int, conditions: Sequence[ConditionSpec] = (),
-                   continuous: Sequence[ContinuousSpec] = (), rho: float = 0.01) -> StatsConfig:
+                   continuous: Sequence[ContinuousSpec] = (), rho: float = 0.01, examples: int = 0) -> StatsConfig:
     """Convenience: a config for ``num_layers`` layers of equal width."""
     return StatsConfig(widths=(width,) * num_layers, conditions=tuple(conditions),
-                       continuous=tuple(continuous), rho=rho)
+                       continuous=tuple(continuous), rho=rho, examples=examples)

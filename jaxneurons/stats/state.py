@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxneurons.stats.examples import empty_examples, example_shapes, examples_to_numpy, merge_examples
 from jaxneurons.stats.spec import StatsConfig
 
 _MOMENT_KEYS = ("mean", "m2", "abs_mean", "abs_m2")
@@ -63,6 +64,8 @@ def state_shapes(config: StatsConfig) -> dict[str, tuple[tuple[int, ...], jnp.dt
         for m in _CONT_LAYER:
             out[f"{y.name}/{m}"] = ((L, D), f)
             out[f"{y.name}/{m}_lo"] = ((L, D), f)
+    if config.examples:
+        out.update(example_shapes(L, D, config.examples))
     return out
 
 
@@ -110,6 +113,13 @@ class NeuronStats:
             out[m] = self.arrays[f"{name}/{m}"] + self.arrays[f"{name}/{m}_lo"]
         return out
 
+    def examples(self) -> dict[str, np.ndarray]:
+        """Top-N max-activating frames per neuron (host arrays, best first): ``value`` (L, D, N) float32
+        (NaN where empty), ``utt`` (global utterance index) and ``frame`` (L, D, N) int32 (-1 where empty)."""
+        if not self.config.examples:
+            raise KeyError("this scan kept no max-activating examples (StatsConfig.examples = 0)")
+        return examples_to_numpy({k: to_host(v) for k, v in self.arrays.items() if k.startswith("examples/")})
+
     def neuron_mask(self) -> np.ndarray:
         """(L, D) bool: True for real neurons, False for padding of narrower layers."""
         return width_mask(self.config)
@@ -140,8 +150,11 @@ def width_mask(config: StatsConfig) -> np.ndarray:
 
 
 def init_stats(config: StatsConfig) -> NeuronStats:
-    """All-zero accumulators."""
-    return NeuronStats({k: jnp.zeros(s, d) for k, (s, d) in state_shapes(config).items()}, config)
+    """All-zero accumulators (empty example slots)."""
+    arrays = {k: jnp.zeros(s, d) for k, (s, d) in state_shapes(config).items()}
+    if config.examples:
+        arrays.update(empty_examples(config.num_layers, config.max_width, config.examples))
+    return NeuronStats(arrays, config)
 
 
 def stats_from_numpy(config: StatsConfig, arrays: Mapping[str, np.ndarray], *, source: str = "arrays") -> NeuronStats:
@@ -206,7 +219,8 @@ def _merge_mean(a, b, w):
 def merge_stats(a: NeuronStats, b: NeuronStats) -> NeuronStats:
     """Combine two accumulators of the same config (order-independent up to float rounding).
 
-    Counts add exactly; moments merge by Chan's formula with compensation. Used per batch by the scan
+    Counts add exactly; moments merge by Chan's formula with compensation; max-activating examples by
+    their exact top-N merge. Used per batch by the scan
     and to combine scans run separately (e.g. different shards of a corpus).
     """
     if a.config != b.config:
@@ -245,4 +259,6 @@ def merge_stats(a: NeuronStats, b: NeuronStats) -> NeuronStats:
         for k, inc in incs.items():
             out[f"{p}/{k}"], out[f"{p}/{k}_lo"] = _dd_add(A[f"{p}/{k}"], A[f"{p}/{k}_lo"], inc)
         out[f"{p}/n"] = A[f"{p}/n"] + B[f"{p}/n"]
+    if a.config.examples:
+        out.update(merge_examples(A, B))
     return NeuronStats(out, a.config)

@@ -1,0 +1,183 @@
+"""Max-activating examples (top-N frames per neuron) vs a NumPy reference: ties, N > frames, unequal layer
+widths, padding rows, 8 virtual devices, 2 processes, resume after a kill."""
+
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxneurons.parallel import make_mesh
+from jaxneurons.stats import (
+    ConditionSpec,
+    StatsConfig,
+    load_checkpoint,
+    merge_examples,
+    reference_examples,
+    run_scan,
+)
+from jaxneurons.stats.examples import empty_examples
+from tests.loopback import free_port, run_workers
+
+WIDTHS = (12, 20, 7)
+
+
+def make_batches(seed: int, n: int, *, B: int = 8, T: int = 5, widths=WIDTHS, num_utts: int = 64):
+    """Batches of per-layer activations with many exact ties (values on a 0.5 grid, zeros, -0.0), rows in
+    shuffled utterance order, padding rows (-1) and padded frames."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(num_utts)
+    out = []
+    for i in range(n):
+        utt = order[i * B:(i + 1) * B].astype(np.int32)
+        utt[rng.random(B) < 0.2] = -1  # padding rows
+        hs = []
+        for w in widths:
+            h = (np.round(rng.standard_normal((B, T, w)) * 2) / 2).astype(np.float32)
+            h[h == 0] = np.where(rng.random(int((h == 0).sum())) < 0.5, -0.0, 0.0)
+            hs.append(h)
+        lengths = rng.integers(1, T + 1, B)
+        out.append({"h": tuple(hs), "valid": np.arange(T)[None, :] < lengths[:, None], "utt_index": utt,
+                    "labels": {"phone": rng.integers(-1, 3, (B, T)).astype(np.int32)}})
+    return out
+
+
+def forward(params, batch):
+    return batch["h"], batch["valid"]
+
+
+def config(n: int, widths=WIDTHS) -> StatsConfig:
+    return StatsConfig(widths=widths, conditions=(ConditionSpec("phone", 3),), rho=0.2, examples=n)
+
+
+def reference(batches, n: int, widths=WIDTHS):
+    layers = [np.concatenate([b["h"][l].reshape(-1, w) for b in batches]) for l, w in enumerate(widths)]
+    valid = np.concatenate([(b["valid"] & (b["utt_index"] >= 0)[:, None]).reshape(-1) for b in batches])
+    ids = np.concatenate([np.stack(np.broadcast_arrays(b["utt_index"][:, None],
+                                                       np.arange(b["valid"].shape[1])[None, :]), -1).reshape(-1, 2)
+                          for b in batches])
+    return reference_examples(layers, valid, ids, n, max(widths))
+
+
+def assert_equal_examples(got: dict, want: dict) -> None:
+    np.testing.assert_array_equal(got["utt"], want["utt"])
+    np.testing.assert_array_equal(got["frame"], want["frame"])
+    np.testing.assert_array_equal(got["value"], want["value"])  # NaN == NaN for empty slots
+
+
+@pytest.mark.parametrize(("n", "T"), [(4, 5), (16, 5), (200, 5), (5, 37), (40, 37)])
+def test_examples_match_numpy_reference(n, T):
+    """n = 200 > every frame of the corpus: trailing slots stay empty; T = 37: several blocks of 8 frames per
+    row (the kernel's first stage) and a short last block; n = 40 > the blocks of a batch."""
+    batches = make_batches(0, 3, T=T)
+    stats, _ = run_scan(forward, None, batches, config(n))
+    got, want = stats.examples(), reference(batches, n)
+    assert_equal_examples(got, want)
+    assert np.isnan(got["value"][2, 7:]).all() and (got["utt"][2, 7:] == -1).all()  # narrower layer: padding
+    if n == 200:
+        assert (got["utt"][:, :, -1] == -1).all()
+    # ties are really exercised: some neuron has equal values at several of its kept slots
+    v = got["value"][:, :, :4]
+    assert (np.diff(v, axis=-1) == 0).any()
+    # the values are the activations at (utt, frame)
+    l, d = 1, 3
+    for u, f, val in zip(got["utt"][l, d], got["frame"][l, d], got["value"][l, d], strict=True):
+        if u < 0:
+            continue
+        b, row = next((b, int(np.flatnonzero(b["utt_index"] == u)[0])) for b in batches if u in b["utt_index"])
+        assert b["h"][l][row, f, d] == val and b["valid"][row, f]
+
+
+def test_tie_rule_prefers_lower_utterance_then_frame():
+    """All activations equal: the kept frames are the lowest (utterance, frame) pairs, whatever the row order."""
+    B, T, w = 4, 3, 2
+    batch = {"h": (np.ones((B, T, w), np.float32),), "valid": np.ones((B, T), bool),
+             "utt_index": np.array([7, 2, 9, 5], np.int32), "labels": {"phone": np.zeros((B, T), np.int32)}}
+    stats, _ = run_scan(forward, None, [batch], config(5, (w,)))
+    ex = stats.examples()
+    np.testing.assert_array_equal(ex["utt"][0, 0], [2, 2, 2, 5, 5])
+    np.testing.assert_array_equal(ex["frame"][0, 0], [0, 1, 2, 0, 1])
+
+
+def test_merge_is_order_independent():
+    rng = np.random.default_rng(3)
+    states = []
+    for _ in range(3):
+        s = empty_examples(1, 4, 3)
+        vals = jnp.asarray(np.round(rng.standard_normal((1, 4, 3)) * 2) / 2, jnp.float32)
+        s = {"examples/value": -jnp.sort(-vals, axis=-1),
+             "examples/utt": jnp.asarray(rng.integers(0, 5, (1, 4, 3)), jnp.int32),
+             "examples/frame": jnp.asarray(rng.integers(0, 5, (1, 4, 3)), jnp.int32)}
+        states.append(s)
+    a = merge_examples(merge_examples(states[0], states[1]), states[2])
+    b = merge_examples(states[2], merge_examples(states[1], states[0]))
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+
+
+@pytest.mark.parametrize("ndev", [8, 2])
+def test_sharded_examples_equal_single_device(ndev):
+    batches = make_batches(1, 3, B=8)
+    single, _ = run_scan(forward, None, batches, config(6))
+    sharded, _ = run_scan(forward, None, batches, config(6), mesh=make_mesh(jax.devices()[:ndev]))
+    assert sharded.arrays["examples/utt"].sharding.is_fully_replicated
+    assert_equal_examples(sharded.examples(), single.examples())
+    assert_equal_examples(single.examples(), reference(batches, 6))
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path):
+    batches = make_batches(2, 6)
+    full, _ = run_scan(forward, None, batches, config(5))
+    ck = str(tmp_path / "scan.npz")
+
+    def crashing():
+        for i, b in enumerate(batches):
+            if i == 4:
+                raise KeyboardInterrupt("simulated kill")
+            yield b
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scan(forward, None, crashing(), config(5), checkpoint_path=ck, checkpoint_every=3)
+    assert load_checkpoint(ck)[1] == 3
+    resumed, n = run_scan(forward, None, batches, config(5), checkpoint_path=ck)
+    assert n == 6
+    for key in full.arrays:
+        np.testing.assert_array_equal(np.asarray(full.arrays[key]), np.asarray(resumed.arrays[key]), err_msg=key)
+
+
+def test_missing_utt_index_is_an_error():
+    batch = make_batches(4, 1)[0]
+    del batch["utt_index"]
+    with pytest.raises(ValueError, match="batch 0: .* no 'utt_index'"):
+        run_scan(forward, None, [batch], config(4))
+    with pytest.raises(ValueError, match="examples must be >= 0"):
+        config(-1)
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from jaxneurons.parallel import init_distributed, make_mesh
+    pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    init_distributed(f"127.0.0.1:{port}", 2, pid, local_devices=2, cpu=True)
+    import jax
+    from jaxneurons.stats import run_scan
+    from tests.test_stats_examples import config, forward, make_batches
+    batches = make_batches(5, 3, B=8)
+    local = [jax.tree_util.tree_map(lambda x: x[4 * pid:4 * pid + 4], b) for b in batches]
+    stats, n = run_scan(forward, None, local, config(6), mesh=make_mesh())
+    np.savez(out, **stats.examples())
+""")
+
+
+def test_two_processes_equal_single_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    port = free_port()
+    outs = [tmp_path / f"p{i}.npz" for i in range(2)]
+    run_workers(str(script), [(i, port, outs[i]) for i in range(2)])
+    single, _ = run_scan(forward, None, make_batches(5, 3, B=8), config(6))
+    for out in outs:
+        with np.load(out) as z:
+            assert_equal_examples(dict(z), single.examples())
