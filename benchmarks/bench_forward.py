@@ -272,7 +272,8 @@ def _replace_block(path: str, begin: str, end: str, block: str) -> None:
     previous = pathlib.Path(path).read_text() if os.path.exists(path) else ""
     if begin in previous and end in previous:
         head, rest = previous.split(begin, 1)
-        block = head + block + rest.split(end, 1)[1].lstrip("\n")
+        after = rest.split(end, 1)[1].lstrip("\n")
+        block = head + block + ("\n" + after if after else "")
     elif previous:
         block = previous.rstrip("\n") + "\n\n" + block
     write_text(path, block)
