@@ -12,17 +12,17 @@ same batch; the outputs are compared, then each forward is timed (median of ``--
 replaces only its own block of the file (between ``<!-- whisper -->`` markers):
 
     python benchmarks/bench_forward.py --family=whisper --out benchmarks/forward.md
-``--family melhubert`` / ``--family tera`` time a base-size MelHuBERT (20 ms) / TERA (3 layers, 80 log-mel) built
-with the *authors' own PyTorch code*, which this project does not ship: pass a checkout with
-``--original_code`` (nervjack2/MelHuBERT, whose ``model.py`` is imported; or s3prl, whose
-``s3prl/upstream/mockingjay/model.py`` is imported). The random-weight model is saved in the authors' checkpoint
-format, converted with ``jaxneurons-convert`` and both run on the same batch. The PyTorch side runs the model on
-precomputed input features (the authors compute them with torchaudio, which is not part of the timing); the JAX
-side is timed twice, from the waveform (its own front end included) and from the same features. With ``--out``
-the section is added to (or replaces the same family's section in) the file.
+``--family melhubert`` / ``--family tera`` time a base-size MelHuBERT (20 ms) / TERA (3 layers, 80 log-mel) against
+the project's own independent PyTorch re-statement of the authors' models (``tests/s3prl_reference.py``, the
+reference the conversion tests check against; no code of the authors is imported or run). A random-weight model is
+written in the authors' checkpoint format by ``checkpoints_convert.s3prl_checkpoints``, converted with
+``checkpoints_convert.convert.convert`` and both run on the same batch. The PyTorch side runs the encoder on
+precomputed input features (the front end is not part of its timing); the JAX side is timed twice, from the
+waveform (its own front end included) and from the same features. With ``--out`` it replaces only its own block of
+the file (between ``<!-- melhubert -->`` / ``<!-- tera -->`` markers), so notes around the block are kept.
 
-    python benchmarks/bench_forward.py --family melhubert --original_code ~/src/MelHuBERT --out benchmarks/forward.md
-    python benchmarks/bench_forward.py --family tera --original_code ~/src/s3prl --out benchmarks/forward.md
+    python benchmarks/bench_forward.py --family melhubert --batch 2 --seconds 10 --repeats 2 --out benchmarks/forward.md
+    python benchmarks/bench_forward.py --family tera --batch 2 --seconds 10 --repeats 2 --out benchmarks/forward.md
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: number of CP
 flags.DEFINE_string("out", None, "Markdown file to write the figures to.")
 flags.DEFINE_enum("family", "hubert", ["hubert", "whisper", "melhubert", "tera"],
                   "hubert / whisper: HF transformers (whisper replaces only its block of --out); melhubert / tera: "
-                  "the authors' PyTorch code (needs --original_code).")
-flags.DEFINE_string("original_code", None, "melhubert/tera: checkout of nervjack2/MelHuBERT or s3prl/s3prl.")
+                  "the project's PyTorch re-statement of the authors' models (tests/s3prl_reference.py).")
 FLAGS = flags.FLAGS
 
 
@@ -73,7 +72,7 @@ def _converted(hf):
 
 def main(_: list[str]) -> None:
     if FLAGS.family != "hubert":
-        return bench_authors_code(FLAGS.family)
+        return bench_s3prl_family(FLAGS.family)
     import jax
     import jax.numpy as jnp
     import torch
@@ -262,60 +261,63 @@ def _whisper_main(threads: int) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if FLAGS.out:
-        from jaxneurons.results import write_text
+        _replace_block(FLAGS.out, WHISPER_BEGIN, WHISPER_END, text)
 
-        previous = pathlib.Path(FLAGS.out).read_text() if os.path.exists(FLAGS.out) else ""
-        if WHISPER_BEGIN in previous and WHISPER_END in previous:
-            head, rest = previous.split(WHISPER_BEGIN, 1)
-            text = head + text + rest.split(WHISPER_END, 1)[1].lstrip("\n")
-        elif previous:
-            text = previous.rstrip("\n") + "\n\n" + text
-        write_text(FLAGS.out, text)
-def _authors_model(family: str, tmp: str):
-    """(PyTorch model of the authors' code, checkpoint path, feature function, feature -> outputs callable)."""
-    import argparse
 
+def _replace_block(path: str, begin: str, end: str, block: str) -> None:
+    """Write ``block`` (which starts with ``begin`` and ends with ``end``) over the same block of ``path``, keeping
+    everything around it; append it when the file has none."""
+    from jaxneurons.results import write_text
+
+    previous = pathlib.Path(path).read_text() if os.path.exists(path) else ""
+    if begin in previous and end in previous:
+        head, rest = previous.split(begin, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        block = head + block + ("\n" + after if after else "")
+    elif previous:
+        block = previous.rstrip("\n") + "\n\n" + block
+    write_text(path, block)
+
+
+def _reference_model(family: str, tmp: str):
+    """A random-weight model in the authors' checkpoint format, written to ``tmp``: (checkpoint path, mean-std path or
+    None, description, features -> last hidden state with the PyTorch re-statement in tests/s3prl_reference.py)."""
     import torch
 
-    root = os.path.abspath(os.path.expanduser(FLAGS.original_code or ""))
-    if not os.path.isdir(root):
-        sys.exit(f"error: --family {family} needs --original_code, a checkout of the authors' code")
-    sys.path.insert(0, root)
-    torch.manual_seed(0)
+    from checkpoints_convert.s3prl_checkpoints import melhubert_checkpoint, melhubert_config, tera_checkpoint
+    from jaxneurons.models import SpeechConfig, build_model
+    from tests.s3prl_reference import melhubert_encoder, tera_encoder, tera_weights
+
     path = os.path.join(tmp, "model.ckpt")
     if family == "melhubert":
-        from model import MelHuBERTConfig, MelHuBERTModel  # nervjack2/MelHuBERT
+        upstream = {"feat_emb_dim": 80, "encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
+                    "encoder_attention_heads": 12, "conv_pos": 128, "conv_pos_groups": 16, "num_cluster": 512}
+        mean_std = np.stack([np.full(40, 12.0), np.full(40, 3.0)]).astype(np.float32)
+        mean_std_path = os.path.join(tmp, "mean-std.npy")
+        np.save(mean_std_path, mean_std)
+        model = build_model(melhubert_config(upstream, (tuple(mean_std[0]), tuple(mean_std[1])), "bench"), seed=0)
+        checkpoint = melhubert_checkpoint(model)
+        torch.save(checkpoint, path)
+        weights = {k: v.float() for k, v in checkpoint["model"].items()}
+        cfg = checkpoint["Upstream_Config"]["melhubert"]
 
-        cfg = {"feat_emb_dim": 80, "encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
-               "encoder_attention_heads": 12, "conv_pos": 128, "conv_pos_groups": 16, "num_cluster": 512}
-        model = MelHuBERTModel(MelHuBERTConfig(cfg)).eval()
-        torch.save({"model": model.state_dict(), "Upstream_Config": {"melhubert": cfg},
-                    "Args": argparse.Namespace()}, path)
+        def run(feats):
+            return melhubert_encoder(weights, cfg, feats)[0][-1]
 
-        def run(feats, mask):
-            return model(feats.clone(), mask, no_pred=True)[0]
+        return path, mean_std_path, "MelHuBERT base, 20 ms (hidden 768, 12 layers, FFN 3072, conv_pos 128/16)", run
+    config = SpeechConfig(family="tera", hidden_size=768, num_hidden_layers=3, num_attention_heads=12,
+                          intermediate_size=3072, layer_norm_eps=1e-12, num_mel_bins=80, has_masked_spec_embed=False)
+    checkpoint = tera_checkpoint(build_model(config, seed=0))
+    torch.save(checkpoint, path)
+    weights, transformer = tera_weights(checkpoint["Transformer"]), checkpoint["Upstream_Config"]["transformer"]
 
-        return model, path, "MelHuBERT base, 20 ms (hidden 768, 12 layers, FFN 3072, conv_pos 128/16)", run
-    from s3prl.upstream.mockingjay.model import TransformerConfig, TransformerModel
+    def run(feats):
+        return tera_encoder(weights, transformer, feats)[0][-1]
 
-    t = {"hidden_size": 768, "num_hidden_layers": 3, "num_attention_heads": 12, "intermediate_size": 3072,
-         "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-         "initializer_range": 0.02, "layer_norm_eps": 1e-12, "share_layer": False, "pre_layer_norm": False}
-    model = TransformerModel(TransformerConfig(t), 80).eval()
-    audio = {"target_level": -25, "win_ms": 25, "hop_ms": 10, "n_freq": 201, "n_mels": 80,
-             "input": {"feat_type": "mel", "channel": 0, "log": True, "delta": 0, "cmvn": True}}
-    torch.save({"Transformer": model.state_dict(), "Upstream_Config": {"transformer": t, "audio": audio,
-                                                                      "task": {"sequence_length": 0}}}, path)
-    from s3prl.upstream.mockingjay.builder import position_encoding  # noqa: F401  (needs torchaudio)
-
-    def run(feats, mask):
-        pos = position_encoding(feats.shape[1], 768).expand(feats.shape[0], -1, -1)
-        return model(feats, pos, mask, output_all_encoded_layers=False)
-
-    return model, path, "TERA base (hidden 768, 3 layers, FFN 3072, 80 log-mel, post-LN)", run
+    return path, None, "TERA base (hidden 768, 3 layers, FFN 3072, 80 log-mel, post-LN)", run
 
 
-def bench_authors_code(family: str) -> None:
+def bench_s3prl_family(family: str) -> None:
     import jax
     import jax.numpy as jnp
     import torch
@@ -327,15 +329,12 @@ def bench_authors_code(family: str) -> None:
 
     threads = FLAGS.torch_threads or os.cpu_count()
     torch.set_num_threads(threads)
+    torch.manual_seed(0)
     n = int(FLAGS.seconds * 16000)
     audio = np.random.default_rng(0).standard_normal((FLAGS.batch, n)).astype(np.float32) * 0.1
     lengths = np.full((FLAGS.batch,), n, np.int32)
     with tempfile.TemporaryDirectory() as tmp:
-        torch_model, path, description, run_original = _authors_model(family, tmp)
-        mean_std = None
-        if family == "melhubert":
-            mean_std = os.path.join(tmp, "mean-std.npy")
-            np.save(mean_std, np.stack([np.full(40, 12.0), np.full(40, 3.0)]).astype(np.float32))
+        path, mean_std, description, run_reference = _reference_model(family, tmp)
         convert(path, os.path.join(tmp, "jax"), mean_std)
         model = load_model(os.path.join(tmp, "jax"))
     graphdef, state = nnx.split(model)
@@ -347,6 +346,8 @@ def bench_authors_code(family: str) -> None:
 
     audio_j, lengths_j = jnp.asarray(audio), jnp.asarray(lengths)
     _, feats, mask = jax_forward(state, audio_j, lengths_j)
+    if not bool(np.asarray(mask).all()):  # the reference encoder takes unpadded batches only
+        sys.exit("error: equal-length utterances must give a batch without padded frames")
 
     @jax.jit
     def jax_from_features(state, feats, mask):  # the same encoder, without the front end
@@ -360,11 +361,10 @@ def bench_authors_code(family: str) -> None:
         return m.encoder(hidden, mask, None)[0]
 
     feats_t = torch.from_numpy(np.array(feats))
-    mask_t = torch.from_numpy(np.asarray(mask).astype(np.float32))
 
     def run_torch():
         with torch.inference_mode():
-            return run_original(feats_t, mask_t)
+            return run_reference(feats_t)
 
     diff = float(np.abs(np.asarray(jax_from_features(state, feats, mask)) - run_torch().numpy()).max())
     t_jax = _time(lambda: jax_forward(state, audio_j, lengths_j)[0].block_until_ready(), FLAGS.repeats)
@@ -372,40 +372,37 @@ def bench_authors_code(family: str) -> None:
     t_torch = _time(run_torch, FLAGS.repeats)
     med = {k: statistics.median(v) for k, v in (("jax", t_jax), ("feats", t_jax_feats), ("torch", t_torch))}
     audio_s = FLAGS.batch * FLAGS.seconds
-    title = f"## {'MelHuBERT' if family == 'melhubert' else 'TERA'}: jaxneurons (JAX) vs the authors' PyTorch code"
+    name = "MelHuBERT" if family == "melhubert" else "TERA"
+    begin, end = f"<!-- {family} -->", f"<!-- /{family} -->"
     lines = [
-        title, "",
-        f"Command: `python benchmarks/bench_forward.py --family {family} --original_code CHECKOUT "
-        f"--batch {FLAGS.batch} --seconds {FLAGS.seconds:g} --repeats {FLAGS.repeats}"
-        f"{' --out ' + FLAGS.out if FLAGS.out else ''}` (same machine and versions as above, "
-        f"torch {threads} threads).", "",
-        f"Model: {description}, random weights, converted from the authors' checkpoint format. Batch: "
+        begin,
+        f"## {name}: jaxneurons (JAX) vs a PyTorch re-statement of the authors' model", "",
+        f"Command: `PYTHONPATH=$PWD python benchmarks/bench_forward.py --family {family} --batch {FLAGS.batch} "
+        f"--seconds {FLAGS.seconds:g} --repeats {FLAGS.repeats}{' --out ' + FLAGS.out if FLAGS.out else ''}`", "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, shared with other "
+        f"jobs (load average {os.getloadavg()[0]:.1f} when the run ended: every time below is inflated, both sides "
+        f"alike); Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
+        f"torch {torch.__version__} ({threads} threads).", "",
+        f"Model: {description}, random weights, written in the authors' checkpoint format "
+        "(`checkpoints_convert/s3prl_checkpoints.py`) and converted with `checkpoints_convert.convert.convert`. "
+        "PyTorch side: the project's own re-statement of the authors' forward pass (`tests/s3prl_reference.py`, the "
+        "reference of the conversion tests), batched, from the input features. Batch: "
         f"{FLAGS.batch} x {FLAGS.seconds:g} s. Median of {FLAGS.repeats} runs after a warm-up.", "",
         "| implementation | median s / batch | all runs (s) | x real time |",
         "|---|---|---|---|",
-        *(f"| {name} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in ts)} | {audio_s / med[k]:.1f} |"
-          for name, k, ts in (("JAX (jit), waveform in (front end included)", "jax", t_jax),
-                              ("JAX (jit), features in", "feats", t_jax_feats),
-                              ("authors' PyTorch code, features in (inference_mode)", "torch", t_torch))),
+        *(f"| {label} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in ts)} | {audio_s / med[k]:.1f} |"
+          for label, k, ts in (("JAX (jit), waveform in (front end included)", "jax", t_jax),
+                               ("JAX (jit), features in", "feats", t_jax_feats),
+                               ("PyTorch re-statement, features in (inference_mode)", "torch", t_torch))),
         "",
-        f"Speed ratio PyTorch time / JAX time, features in: **{med['torch'] / med['feats']:.2f}**. "
-        f"Max abs difference of the last hidden state: {diff:.2e}.",
-        f"Load average when the run ended: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs).",
+        f"Speed ratio PyTorch time / JAX time, features in: **{med['torch'] / med['feats']:.2f}** (> 1 means JAX is "
+        f"faster). Max abs difference of the last hidden state: {diff:.2e}.",
+        end,
     ]
     section = "\n".join(lines) + "\n"
     print(section)
     if FLAGS.out:
-        from jaxneurons.results import write_text
-
-        text = ""
-        if os.path.exists(FLAGS.out):
-            with open(FLAGS.out) as f:
-                text = f.read()
-        if title in text:  # replace this family's earlier section
-            start = text.index(title)
-            nxt = text.find("\n## ", start + len(title))
-            text = text[:start] + text[nxt + 1:] if nxt >= 0 else text[:start]
-        write_text(FLAGS.out, text.rstrip("\n") + "\n\n" + section)
+        _replace_block(FLAGS.out, begin, end, section)
 
 
 if __name__ == "__main__":

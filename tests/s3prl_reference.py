@@ -10,6 +10,7 @@ side of the comparison, calls jaxneurons.)
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import types
@@ -87,12 +88,12 @@ def _ln(w: dict, prefix: str, x: torch.Tensor, eps: float, names=("weight", "bia
 
 
 def _attention(q, k, v, heads: int, additive_mask: torch.Tensor | None = None) -> torch.Tensor:
-    t, d = q.shape
-    q, k, v = (z.view(t, heads, d // heads).transpose(0, 1) for z in (q, k, v))
+    *lead, t, d = q.shape  # (T, D) or (B, T, D)
+    q, k, v = (z.reshape(*lead, t, heads, d // heads).transpose(-2, -3) for z in (q, k, v))
     scores = q @ k.transpose(-1, -2) / math.sqrt(d // heads)
     if additive_mask is not None:
         scores = scores + additive_mask
-    return (scores.softmax(-1) @ v).transpose(0, 1).reshape(t, d)
+    return (scores.softmax(-1) @ v).transpose(-2, -3).reshape(*lead, t, d)
 
 
 def melhubert_forward(state: dict, cfg: dict, wave: np.ndarray, mean_std: np.ndarray):
@@ -105,14 +106,21 @@ def melhubert_forward(state: dict, cfg: dict, wave: np.ndarray, mean_std: np.nda
         if odd.shape[0] != even.shape[0]:
             even = torch.cat([even, torch.zeros(1, even.shape[1])])
         y = torch.cat([odd, even], dim=1)
-    x = _linear(w, "pre_extract_proj", y)
+    hidden, ffn = melhubert_encoder(w, cfg, y.unsqueeze(0))
+    return [t[0].numpy() for t in hidden], [t[0].numpy() for t in ffn]
+
+
+def melhubert_encoder(w: dict, cfg: dict, feats: torch.Tensor):
+    """MelHuBERTModel from its (stacked, normalised) input features ``(B, T, feat_emb_dim)``, no padding:
+    (hidden states [h0..hL], FFN per layer), each ``(B, T, .)``. ``w``: the state dict as float tensors."""
+    x = _linear(w, "pre_extract_proj", feats)
     g, v = w["encoder.pos_conv.0.weight_g"], w["encoder.pos_conv.0.weight_v"]
     kernel = g * v / v.norm(dim=(0, 1), keepdim=True)
-    conv = F.conv1d(x.T.unsqueeze(0), kernel, w["encoder.pos_conv.0.bias"], padding=cfg["conv_pos"] // 2,
+    conv = F.conv1d(x.transpose(1, 2), kernel, w["encoder.pos_conv.0.bias"], padding=cfg["conv_pos"] // 2,
                     groups=cfg["conv_pos_groups"])
     if cfg["conv_pos"] % 2 == 0:
         conv = conv[..., :-1]
-    x = F.layer_norm(x + F.gelu(conv.squeeze(0).T), x.shape[-1:], w["encoder.layer_norm.weight"],
+    x = F.layer_norm(x + F.gelu(conv.transpose(1, 2)), x.shape[-1:], w["encoder.layer_norm.weight"],
                      w["encoder.layer_norm.bias"], 1e-5)
     hidden, ffn = [x], []
     for i in range(cfg["encoder_layers"]):
@@ -123,20 +131,51 @@ def melhubert_forward(state: dict, cfg: dict, wave: np.ndarray, mean_std: np.nda
         ffn.append(h)
         x = _ln(w, p + "final_layer_norm", x + _linear(w, p + "fc2", h), 1e-5)
         hidden.append(x)
-    return [t.numpy() for t in hidden], [t.numpy() for t in ffn]
+    return hidden, ffn
 
 
+@functools.lru_cache(maxsize=8)  # a pure-Python table: build each size once
 def _sinusoid(t: int, d: int) -> torch.Tensor:
     table = np.array([[pos / np.power(10000, 2 * (j // 2) / d) for j in range(d)] for pos in range(t)])
     table[:, 0::2], table[:, 1::2] = np.sin(table[:, 0::2]), np.cos(table[:, 1::2])
     return torch.FloatTensor(table)
 
 
+def tera_encoder(w: dict, t: dict, feat: torch.Tensor):
+    """s3prl TransformerModel (with its sinusoid positions) from input features ``(T, D)`` or ``(B, T, D)``, no
+    padding: (hidden states [h0..hL], FFN per layer). ``w``: float tensors, LayerNorms named weight/bias."""
+    eps, pre_ln = float(t["layer_norm_eps"]), bool(t["pre_layer_norm"])
+    x = F.layer_norm(_linear(w, "input_representations.spec_transform", feat) + _sinusoid(feat.shape[-2],
+                     t["hidden_size"]), (t["hidden_size"],), w["input_representations.LayerNorm.weight"],
+                     w["input_representations.LayerNorm.bias"], eps)
+    hidden, ffn = [], []
+    for i in range(t["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        hidden.append(_ln(w, f"encoder.LayerNorm.{i}", x, eps) if pre_ln else x)
+        a_in = _ln(w, p + "attention.output.LayerNorm", x, eps) if pre_ln else x
+        att = _attention(*(_linear(w, p + f"attention.self.{n}", a_in) for n in ("query", "key", "value")),
+                         t["num_attention_heads"])
+        a = _linear(w, p + "attention.output.dense", att) + x
+        a = a if pre_ln else _ln(w, p + "attention.output.LayerNorm", a, eps)
+        f_in = _ln(w, p + "output.LayerNorm", a, eps) if pre_ln else a
+        h = F.gelu(_linear(w, p + "intermediate.dense", f_in))
+        ffn.append(h)
+        x = _linear(w, p + "output.dense", h) + a
+        x = x if pre_ln else _ln(w, p + "output.LayerNorm", x, eps)
+    hidden.append(_ln(w, f"encoder.LayerNorm.{t['num_hidden_layers']}", x, eps) if pre_ln else x)
+    return hidden, ffn
+
+
+def tera_weights(transformer: dict) -> dict:
+    """An s3prl ``Transformer`` state dict as float tensors with LayerNorms named weight/bias (not gamma/beta)."""
+    return {k.replace("gamma", "weight").replace("beta", "bias"): v.float() for k, v in transformer.items()}
+
+
 def tera_forward(transformer: dict, upstream: dict, wave: np.ndarray, spec_head: dict | None = None):
     """s3prl PretrainedTransformer(WithHead) on one utterance: (hidden states [h0..hL], FFN per layer, head out)."""
-    w = {k.replace("gamma", "weight").replace("beta", "bias"): v.float() for k, v in transformer.items()}
+    w = tera_weights(transformer)
     t, audio, task = upstream["transformer"], upstream["audio"], upstream.get("task", {})
-    eps, pre_ln = float(t["layer_norm_eps"]), bool(t["pre_layer_norm"])
+    eps = float(t["layer_norm_eps"])
     wav = torch.from_numpy(wave)
     if "kaldi" in audio:
         feat = kaldi_fbank(wav, audio["kaldi"]["fbank"]["num_mel_bins"])
@@ -153,24 +192,7 @@ def tera_forward(transformer: dict, upstream: dict, wave: np.ndarray, spec_head:
     chunks = [feat] if limit == 0 or len(feat) <= limit else torch.chunk(feat, math.ceil(len(feat) / limit))
     outs = []
     for chunk in chunks:  # s3prl runs each chunk as its own sequence
-        x = F.layer_norm(_linear(w, "input_representations.spec_transform", chunk) + _sinusoid(len(chunk),
-                         t["hidden_size"]), (t["hidden_size"],), w["input_representations.LayerNorm.weight"],
-                         w["input_representations.LayerNorm.bias"], eps)
-        hidden, ffn = [], []
-        for i in range(t["num_hidden_layers"]):
-            p = f"encoder.layer.{i}."
-            hidden.append(_ln(w, f"encoder.LayerNorm.{i}", x, eps) if pre_ln else x)
-            a_in = _ln(w, p + "attention.output.LayerNorm", x, eps) if pre_ln else x
-            att = _attention(*(_linear(w, p + f"attention.self.{n}", a_in) for n in ("query", "key", "value")),
-                             t["num_attention_heads"])
-            a = _linear(w, p + "attention.output.dense", att) + x
-            a = a if pre_ln else _ln(w, p + "attention.output.LayerNorm", a, eps)
-            f_in = _ln(w, p + "output.LayerNorm", a, eps) if pre_ln else a
-            h = F.gelu(_linear(w, p + "intermediate.dense", f_in))
-            ffn.append(h)
-            x = _linear(w, p + "output.dense", h) + a
-            x = x if pre_ln else _ln(w, p + "output.LayerNorm", x, eps)
-        hidden.append(_ln(w, f"encoder.LayerNorm.{t['num_hidden_layers']}", x, eps) if pre_ln else x)
+        hidden, ffn = tera_encoder(w, t, chunk)
         outs.append((hidden, ffn))
     hidden = [torch.cat([o[0][i] for o in outs]) for i in range(len(outs[0][0]))]
     ffn = [torch.cat([o[1][i] for o in outs]) for i in range(len(outs[0][1]))]
