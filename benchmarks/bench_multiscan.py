@@ -40,11 +40,12 @@ def _configs():
 
 
 def _options():
+    from jaxneurons.features.ivector import IVectorConfig
     from jaxneurons.pipeline.properties import SpeakerNeuronConfig
     from jaxneurons.pipeline.scan import ScanOptions
 
     return ScanOptions(properties=PROPERTIES, batch_size=8,
-                       speaker=SpeakerNeuronConfig(ivector_components=16, ivector_dim=16))
+                       speaker=SpeakerNeuronConfig(ivector=IVectorConfig(num_components=16, ivector_dim=16)))
 
 
 def setup(out: str, minutes: float, speakers: int) -> tuple[str, list[str]]:

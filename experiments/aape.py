@@ -20,4 +20,6 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_study_flags(aape.AAPEStudyConfig)
-    app.run(main)
+    from jaxneurons.errors import user_errors
+
+    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1

@@ -118,4 +118,6 @@ FLAGS = flags.FLAGS
 if __name__ == "__main__":
     flags.DEFINE_string("out", None, "JSON file for the table (also printed as Markdown).")
     define_config_flags(DefaultModelProbesConfig)
-    app.run(main)
+    from jaxneurons.errors import user_errors
+
+    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1

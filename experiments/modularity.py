@@ -34,4 +34,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     flags.DEFINE_string("out", None, "Results directory (written atomically).")
     define_config_flags(ModularityConfig)
-    app.run(main)
+    from jaxneurons.errors import user_errors
+
+    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1

@@ -22,4 +22,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from jaxneurons.errors import user_errors
+
+    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1

@@ -41,11 +41,12 @@ FLAGS = flags.FLAGS
 def demo_options():
     """The scan settings of the demo: the studies' defaults, with the pitch-aware i-vector options (espeak
     voices differ in F0, not in their MFCCs: benchmarks/ivector.md)."""
+    from jaxneurons.features.ivector import IVectorConfig
     from jaxneurons.pipeline.properties import SpeakerNeuronConfig
     from jaxneurons.pipeline.scan import ScanOptions
 
     return ScanOptions(properties=DEMO_PROPERTIES,
-                       speaker=SpeakerNeuronConfig(ivector_pitch_weight=4.0, ivector_space="supervector"))
+                       speaker=SpeakerNeuronConfig(ivector=IVectorConfig(pitch_weight=4.0, space="supervector")))
 
 
 def ablation_probes(model, utts, result, *, seed: int = 0) -> dict:
@@ -163,4 +164,6 @@ def _ablation_section(report, res, ablation: dict) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from jaxneurons.errors import user_errors
+
+    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1

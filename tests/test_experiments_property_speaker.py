@@ -144,7 +144,7 @@ def test_speaker_neurons_launcher(inputs, tmp_path):
     out = tmp_path / "speaker"
     done = _run("experiments.speaker_neurons", [
         f"--model={model}", f"--manifest={manifest}", f"--out={out}", *SMOKE, "--num_steps=1",
-        "--speaker_ivector_components=4", "--speaker_ivector_dim=4", "--speaker_sigma=0.8"])
+        "--speaker_ivector_num_components=4", "--speaker_ivector_ivector_dim=4", "--speaker_sigma=0.8"])
     assert "speaker neurons ->" in done.stdout
     assert load_results(str(out))["kind"] == "speaker_neurons"
     neurons = json.loads((out / "neurons.json").read_text())

@@ -24,7 +24,7 @@ from jaxneurons.results import ResultsDir, load_results
 
 TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
-OPTIONS = ScanOptions(properties=("phone_type", "gender", "aape:gender"), batch_size=2, checkpoint_every=1)
+OPTIONS = ScanOptions(properties=("phone_type", "gender", "aape_gender"), batch_size=2, checkpoint_every=1)
 PHONES = ("sil", "aa", "s", "iy", "m", "t", "sil")
 BAD = ("nan", "truncated", "not_audio")
 
@@ -208,6 +208,23 @@ def test_cli_scan_under_raise_stops_with_one_clean_line(mixed, tmp_path):
     line = _one_error_line(res)
     assert any(f"{p}: " in line for p in bad.values()), line
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_scan_under_record_finishes_and_names_every_bad_file(mixed, tmp_path):
+    from jaxneurons.models.checkpoint import save_model
+
+    manifest, utts, bad = mixed
+    model_dir = save_model(build_model(TINY), str(tmp_path / "model"))
+    out = tmp_path / "out"
+    res = _cli("jaxneurons.cli", "scan", f"--model={model_dir}", f"--manifest={manifest}", f"--out={out}",
+               "--properties=phone_type", "--batch_size=2", "--on_error=record", cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    run = load_results(str(out))["run"]
+    record = run["flags"]["data_decoding"] if "flags" in run else run["data_decoding"]
+    assert record["utterances_total"] == len(utts) and record["utterances_used"] == len(utts) - len(bad)
+    assert sorted(e["path"] for e in record["left_out"]) == sorted(bad.values())
+    assert f"used {len(utts) - len(bad)} of {len(utts)}" in res.stdout + res.stderr
 
 
 def test_cli_missing_manifest_is_one_line(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 import jaxneurons.pipeline.scan as scan_mod
 from jaxneurons.data import generate_corpus, read_manifest
+from jaxneurons.features.ivector import IVectorConfig
 from jaxneurons.models import SpeechConfig, build_model
 from jaxneurons.models.checkpoint import save_model
 from jaxneurons.pipeline.multiscan import (
@@ -37,7 +38,7 @@ CONFIGS = {
                           intermediate_size=64, num_buckets=16, max_bucket_distance=40, **CONV, **POS),
 }
 OPTIONS = ScanOptions(properties=("phone_type", "gender", "pitch", "aape_speaker", "speaker"), batch_size=3,
-                      speaker=SpeakerNeuronConfig(ivector_components=4, ivector_dim=4))
+                      speaker=SpeakerNeuronConfig(ivector=IVectorConfig(num_components=4, ivector_dim=4)))
 SEPARATION = SeparationOptions(max_utterances=12, max_points=400)
 
 

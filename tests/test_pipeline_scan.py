@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxneurons.data import generate_corpus, load_audio, read_manifest
+from jaxneurons.features.ivector import IVectorConfig
 from jaxneurons.models import SpeechConfig, build_model, forward_with_captures
 from jaxneurons.pipeline.properties import AAPE, Gender, PhoneType, Pitch, PropertyNeuronConfig, SpeakerNeuronConfig
 from jaxneurons.pipeline.scan import ScanOptions, plan_scan, scan, scan_statistics, score
@@ -89,7 +90,8 @@ def test_scan_results_directory(corpus, tmp_path):
 def test_speaker_property_cells_combine_ivector_groups_and_ssl_clusters(corpus):
     model = build_model(TINY, seed=2)
     options = ScanOptions(properties=("speaker",), batch_size=4,
-                          speaker=SpeakerNeuronConfig(ivector_components=4, ivector_dim=4, num_ssl_clusters=3))
+                          speaker=SpeakerNeuronConfig(ivector=IVectorConfig(num_components=4, ivector_dim=4),
+                                                      num_ssl_clusters=3))
     plan = plan_scan(model, corpus, options)
     state = plan.state("speaker")
     assert state["ssl_layer"] == 2 and state["ssl_centroids"].shape == (3, TINY.hidden_size)
@@ -186,7 +188,7 @@ def test_scan_command_exposes_every_scan_option():
             expected += [f"{f.name}_{g.name}" for g in dataclasses.fields(f.default)]
         else:
             expected.append(f.name)
-    assert "speaker_ivector_components" in expected and "checkpoint_every" in expected
+    assert "speaker_ivector_num_components" in expected and "checkpoint_every" in expected
     missing = [name for name in expected if f"--{name}:" not in done.stdout and f"--[no]{name}:" not in done.stdout]
     assert not missing, missing
     assert "(default: '64')" in done.stdout  # i-vector components: the config's default, declared once

@@ -51,10 +51,12 @@ class ScanCommand:
 
 
 def _define_flags() -> None:
+    from jaxneurons.data.decoded import DecodeOptions
     from jaxneurons.pipeline.multiscan import SeparationOptions
     from jaxneurons.pipeline.scan import ScanOptions
 
     define_config_flags(ScanCommand)
+    define_config_flags(DecodeOptions)
     define_config_flags(ScanOptions)
     define_config_flags(SeparationOptions, prefix="separation_")
 
@@ -65,26 +67,29 @@ FLAGS = flags.FLAGS
 
 def main(argv: list[str]) -> None:
     del argv
+    from jaxneurons.data.decoded import DecodeOptions
     from jaxneurons.pipeline.multiscan import SeparationOptions
     from jaxneurons.pipeline.scan import ScanOptions
 
     try:
         cmd = config_from_flags(ScanCommand)
+        decode = config_from_flags(DecodeOptions)
         options = config_from_flags(ScanOptions)
         separation = config_from_flags(SeparationOptions, prefix="separation_")
     except ValueError as e:
         sys.exit(f"error: {e}")
     if not cmd.manifest or not cmd.out:
         sys.exit("error: --manifest and --out are required")
-    run_scan_command(cmd, options, separation)
+    run_scan_command(cmd, options, separation, decode)
 
 
-def run_scan_command(cmd: ScanCommand, options, separation) -> None:
+def run_scan_command(cmd: ScanCommand, options, separation, decode=None) -> None:
     """The command's work, callable from Python (the demo uses the same functions)."""
     import jax
 
     from jaxneurons.assets import resolve_model_path
     from jaxneurons.data import DataIssues, read_manifest
+    from jaxneurons.data.decoded import DecodedDataset, DecodeOptions
     from jaxneurons.parallel import init_distributed, make_mesh
     from jaxneurons.pipeline.multiscan import expand_model_list, is_multi_model_arg, model_specs
     from jaxneurons.pipeline.scan import scan
@@ -100,8 +105,14 @@ def run_scan_command(cmd: ScanCommand, options, separation) -> None:
     if cmd.limit:
         utts = utts[: cmd.limit]
     issues = DataIssues()
+    decode = decode or DecodeOptions()
+    # 'record' decodes every file first and leaves the unusable ones out (named in run.json and the report);
+    # 'raise' stops at the first one with a single line (jaxneurons.errors at the CLI)
+    decoded = DecodedDataset(utts, keep_audio=cmd.cache_audio, issues=issues, on_error=decode.on_error)
+    utts = decoded.utts
     mesh = make_mesh() if jax.device_count() > 1 else None
-    run_flags = {**dataclasses.asdict(cmd), "manifest": os.path.abspath(cmd.manifest)}
+    run_flags = {**dataclasses.asdict(cmd), "manifest": os.path.abspath(cmd.manifest), "on_error": decode.on_error,
+                 "data_decoding": decoded.record()}
     multi = cmd.random_twin or is_multi_model_arg(cmd.model)
     try:
         if multi:
@@ -114,13 +125,16 @@ def run_scan_command(cmd: ScanCommand, options, separation) -> None:
             models = resolve_model_path(cmd.model)
         result = scan(models, utts, options=options, out_dir=cmd.out, issues=issues, mesh=mesh,
                       separation=separation if multi else None, null_draws=cmd.null_draws, run_flags=run_flags,
-                      cache_audio=cmd.cache_audio,
+                      cache_audio=cmd.cache_audio, decoded=decoded,
                       report_text="" if multi else (f"Model: {models}. Manifest: {cmd.manifest} ({len(utts)} "
-                                                    f"utterances). Data: {issues.summary()}."))
+                                                    f"utterances). {decoded.summary()}. Data: {issues.summary()}."))
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     if jax.process_index() != 0:
         return
+    issues.log_summary()  # one line per kind of data decision; per-file detail in run.json
+    if decoded.left_out:
+        print(decoded.summary())
     logging.info("results written to %s", cmd.out)
     if multi:
         print(f"multi-model scan finished: {len(models)} models x {len(utts)} utterances -> {cmd.out}")

@@ -532,4 +532,7 @@ def write_combined(out_dir: str, specs: Sequence[ModelSpec], options: ScanOption
     run = {"format_version": FORMAT_VERSION, "kind": "multiscan", "flags": run_flags or {},
            "models": [s.name for s in specs], "software": software_versions()}
     write_json(os.path.join(out_dir, RUN_FILE), run)
+    from jaxneurons.report.explorer import write_multi_explorer
+
+    write_multi_explorer(out_dir, summary)  # OUT/explorer/: every model's neuron index + the overlap tables
     return summary

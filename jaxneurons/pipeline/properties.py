@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxneurons.config_flags import field_help
 from jaxneurons.data import LabelVocab, Utterance
+from jaxneurons.features.ivector import IVectorConfig
 from jaxneurons.pipeline.labels import GENDER_NAMES, GENDERS, PhoneInventory, UtteranceLabels, pitch_bins
 from jaxneurons.stats.spec import ConditionSpec
 
@@ -68,7 +69,8 @@ class SpeakerNeuronConfig:
     """Label-free speaker neurons (arXiv 2506.21712): cells (i-vector group g of k = 2, SSL cluster c of k = 3 at
     the layer 3/4 of the depth, layer 9 of 12 in the paper), every frame; a neuron is kept for g when it counts
     in >= sigma of the SSL clusters (1.0: all, the paper's text; 0.8 its code default) and is exclusive to g.
-    i-vectors: GMM-UBM (64 components) + total variability (100 dims), MFCC-only (pitch weight 0, plain space)."""
+    i-vectors: :class:`~jaxneurons.features.ivector.IVectorConfig` (GMM-UBM 64 components + total variability
+    100 dims as upper bounds, MFCC-only, plain space)."""
 
     rho: float = field_help(0.01, "Top-k fraction of |h| per frame and layer (the paper: 1 %).")
     sigma: float = field_help(1.0, "Fraction of SSL clusters a speaker neuron must count in (1.0: all, the "
@@ -78,13 +80,9 @@ class SpeakerNeuronConfig:
     num_ssl_clusters: int = field_help(3, "SSL k-means clusters (the paper: 3).")
     num_speaker_clusters: int = field_help(2, "i-vector k-means clusters (the paper: 2).")
     ssl_max_utterances: int = field_help(200, "Utterances whose frames fit the SSL k-means (seeded subsample).")
-    ivector_components: int = field_help(64, "GMM-UBM components of the i-vector extractor.")
-    ivector_dim: int = field_help(100, "i-vector dimension.")
-    ivector_pitch_weight: float = field_help(
-        0.0, "Weight of a corpus-normalised log-F0 stream in the i-vector statistics (0: the paper's MFCC-only "
-        "i-vectors; 4 makes k = 2 follow gender on espeak voices, benchmarks/ivector.md).")
-    ivector_space: str = field_help("ivector", "Space of the i-vector k-means: plain (the paper) or the "
-                                    "GMM-supervector metric.", choices=("ivector", "supervector"))
+    ivector: IVectorConfig = IVectorConfig()  # the study's MFCC i-vector front end (features/ivector.py)
+    ivector_extractor: str = field_help("", "Directory of an i-vector extractor fitted once on a background corpus "
+                                        "(features.ivector.save_ivector_extractor); empty: fit on the scanned data.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,14 +283,13 @@ class SpeakerNeurons(Property):
         from jaxneurons.train.targets import layer_features
 
         c = self.config
-        key = (c.num_speaker_clusters, c.ivector_components, c.ivector_dim, c.ivector_pitch_weight, c.ivector_space)
+        key = (c.num_speaker_clusters, c.ivector, c.ivector_extractor)
         decoded = ctx.decoded
         if decoded is not None and key in decoded.speaker_groups:
             groups = decoded.speaker_groups[key]
         else:
-            groups, _ = ivector_clusters(ctx.all_audio(), c.num_speaker_clusters, num_components=c.ivector_components,
-                                         ivector_dim=c.ivector_dim, pitch_weight=c.ivector_pitch_weight,
-                                         space=c.ivector_space)
+            groups, _ = ivector_clusters(ctx.all_audio(), c.num_speaker_clusters, config=c.ivector,
+                                         extractor=c.ivector_extractor or None)
             if decoded is not None:
                 decoded.speaker_groups[key] = groups
                 decoded.ivector_runs += 1

@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -75,9 +74,10 @@ from jaxneurons.pipeline.properties import (
     make_property,
     property_names_help,
 )
+from jaxneurons.progress import ProgressBar
 from jaxneurons.scoring.common import mask_to_sets
 from jaxneurons.stats.scan import run_scan
-from jaxneurons.stats.spec import StatsConfig
+from jaxneurons.stats.spec import DEFAULT_EXAMPLES, StatsConfig
 from jaxneurons.stats.state import NeuronStats
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ class ScanOptions:
     pad_seconds: float = field_help(1.0, "Batches are padded to a multiple of this many seconds (few shapes to "
                                     "compile).")
     checkpoint_every: int = field_help(50, "Batches between statistics checkpoints (resume after a kill).")
+    examples: int = field_help(DEFAULT_EXAMPLES, "Max-activating frames kept per neuron in the same pass, for the "
+                               "explorer (0: none; exact top-N, see jaxneurons.stats.examples).")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "properties", tuple(self.properties))
@@ -199,7 +201,8 @@ def plan_scan(
     rhos = {p.config.rho for p in props if hasattr(getattr(p, "config", None), "rho")}
     if len(rhos) > 1:
         raise ValueError(f"properties of one scan must share rho (the top-k statistics), got {sorted(rhos)}")
-    stats_config = StatsConfig(widths=widths, conditions=conditions, rho=rhos.pop() if rhos else 0.01)
+    stats_config = StatsConfig(widths=widths, conditions=conditions, rho=rhos.pop() if rhos else 0.01,
+                               examples=options.examples)
     return ScanPlan(options, props, states, stats_config, inventory, labels)
 
 
@@ -246,22 +249,6 @@ def make_forward(graphdef: nnx.GraphDef, plan: ScanPlan | None = None) -> Callab
     return forward_fn
 
 
-class Progress:
-    """A progress line on stderr: batches done, rate, ETA."""
-
-    def __init__(self, total: int, start: int, label: str = "scan"):
-        self.total, self.start, self.label = total, start, label
-        self.t0 = time.perf_counter()
-
-    def __call__(self, done: int, _stats: Any = None) -> None:
-        elapsed = time.perf_counter() - self.t0
-        rate = (done - self.start) / max(elapsed, 1e-9)
-        eta = (self.total - done) / max(rate, 1e-9)
-        end = "\n" if done >= self.total else ""
-        print(f"\r{self.label}: {done}/{self.total} batches, {rate:.2f} batches/s, ETA {eta:.0f} s   ",
-              end=end, file=sys.stderr, flush=True)
-
-
 def scan_statistics(
     model: nnx.Module,
     utts: Sequence[Utterance],
@@ -296,7 +283,7 @@ def scan_statistics(
             t = int(model.num_frames(batch.audio.shape[1]))
             labels, selections = batch_labels(plan, batch.utt_indices, t)
             yield {"audio": batch.audio, "audio_lengths": batch.audio_lengths, "labels": labels,
-                   "selections": selections}
+                   "selections": selections, "utt_index": batch.utt_indices}
 
     graphdef, state = nnx.split(model)
     start = 0
@@ -304,7 +291,7 @@ def scan_statistics(
         from jaxneurons.stats.scan import load_checkpoint
 
         start = load_checkpoint(checkpoint_path)[1]
-    on_batch = Progress(len(loader), start, progress_label) if progress else None
+    on_batch = ProgressBar(len(loader), start, progress_label, unit="batch") if progress else None
     stats, cursor = run_scan(
         make_forward(graphdef, plan), state, batches, plan.stats_config, mesh=mesh, checkpoint_path=checkpoint_path,
         checkpoint_every=options.checkpoint_every, fingerprint=fingerprint, on_batch=on_batch,
