@@ -29,7 +29,7 @@ def build_results(root: str) -> dict:
     utts = read_manifest(manifest)
     model = build_model(TINY, seed=0)
     model_dir = save_model(model, os.path.join(root, "model"))
-    options = ScanOptions(properties=("phone_type", "gender", "aape:gender"), batch_size=3)
+    options = ScanOptions(properties=("phone_type", "gender", "aape_gender"), batch_size=3)
     plan = plan_scan(model, utts, options)
     plan.stats_config = dataclasses.replace(plan.stats_config, examples=EXAMPLES)
     loader = BatchLoader(utts, options.batch_size, lambda n: int(model.num_frames(n)), pad_multiple=16000)
@@ -51,7 +51,7 @@ def build_results(root: str) -> dict:
     male = np.zeros_like(vowel)
     male[1, [40, 41]] = True
     scored["gender"]["groups"]["male"] = male
-    scored["aape:gender"]["groups"] = {g: np.zeros_like(vowel) for g in scored["aape:gender"]["groups"]}
+    scored["aape_gender"]["groups"] = {g: np.zeros_like(vowel) for g in scored["aape_gender"]["groups"]}
     out = os.path.join(root, "results")
     with ResultsDir(out, "scan", flags={"model": model_dir, "manifest": manifest}) as res:
         res.run["data_issues"] = {"counts": {"unreadable": 1}, "examples": {"unreadable": ["x.wav"]}}

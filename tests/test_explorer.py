@@ -104,7 +104,7 @@ def test_neuron_page_shows_examples_audio_trace_and_profile(scan):
 
 def test_overview_heatmaps_sentences_issues_and_example_shares(scan):
     text = read(os.path.join(scan["out"], EXPLORER_DIR, "index.html"))
-    assert "aape:gender: no neuron was found in any group" in text  # no empty plot
+    assert "aape_gender: no neuron was found in any group" in text  # no empty plot
     assert "unreadable" in text  # data issues
     assert text.count("background:rgba(") >= 2  # phone_type and gender heatmaps
     assert "share in group" in text and "phone_type / vowel" in text

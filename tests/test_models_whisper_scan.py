@@ -17,7 +17,7 @@ import pytest
 from jaxneurons.data import generate_corpus, load_audio, read_manifest
 from jaxneurons.heads import head_metrics
 from jaxneurons.models import SpeechConfig, build_model, forward_with_captures
-from jaxneurons.pipeline.heads import HeadsOptions, run_heads
+from jaxneurons.pipeline.heads import HeadsConfig, run_heads
 from jaxneurons.pipeline.scan import ScanOptions, plan_scan, scan_statistics
 from jaxneurons.stats.spec import topk_size
 
@@ -44,7 +44,7 @@ def model():
 
 
 def test_scan_counts_only_frames_covering_audio(model, corpus):
-    options = ScanOptions(properties=("phone_type", "aape:speaker"), batch_size=3)
+    options = ScanOptions(properties=("phone_type", "aape_speaker"), batch_size=3)
     plan = plan_scan(model, corpus, options)
     arrays = scan_statistics(model, corpus, plan, progress=False).to_numpy()
     n_ph, width = plan.inventory.size, TINY.intermediate_size
@@ -69,7 +69,7 @@ def test_scan_counts_only_frames_covering_audio(model, corpus):
 
 
 def test_head_metrics_count_only_frames_covering_audio(model, corpus):
-    options = HeadsOptions(batch_size=3, ablation=False)  # the ablation sweep runs in the CLI test
+    options = HeadsConfig(batch_size=3, ablation=False)  # the ablation sweep runs in the CLI test
     analysis = run_heads(model, corpus, options)
     per_utt = analysis.metrics.utterance_metrics
     assert per_utt.shape == (len(corpus), 2, 2, 3) and np.isfinite(per_utt).all()

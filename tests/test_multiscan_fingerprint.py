@@ -8,12 +8,13 @@ import os
 
 import pytest
 
-import jaxneurons.pipeline.multiscan as multiscan
+import jaxneurons.pipeline.scan as scan_module
 from jaxneurons.data import generate_corpus, read_manifest
 from jaxneurons.models import SpeechConfig, build_model
 from jaxneurons.models.checkpoint import save_model
-from jaxneurons.pipeline.multiscan import ModelSpec, SeparationOptions, model_fingerprint, run_multiscan
-from jaxneurons.pipeline.scan import ScanOptions
+from jaxneurons.pipeline.multiscan import ModelSpec, SeparationOptions, model_fingerprint
+from jaxneurons.pipeline.properties import PropertyNeuronConfig
+from jaxneurons.pipeline.scan import ScanOptions, scan
 from jaxneurons.results import RUN_FILE
 
 CONFIG = SpeechConfig(family="melhubert", hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -31,16 +32,21 @@ def corpus(tmp_path_factory):
 
 
 def _counting(monkeypatch):
-    """Count the statistics passes run_multiscan makes (one per model it actually scans)."""
+    """Count the statistics passes a multi-model scan makes (one per model it actually scans)."""
     calls: list[str] = []
-    real = multiscan.scan_statistics
+    real = scan_module.scan_statistics
 
     def counting(model, *args, **kwargs):
         calls.append(kwargs.get("progress_label", ""))
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(multiscan, "scan_statistics", counting)
+    monkeypatch.setattr(scan_module, "scan_statistics", counting)
     return calls
+
+
+def _multiscan(spec, corpus, options, out, **kwargs):
+    return scan([spec], corpus, options=options, out_dir=out, separation=NO_SEPARATION, null_draws=10,
+                progress=False, **kwargs)
 
 
 def _fingerprint_on_disk(out, name="m"):
@@ -52,40 +58,53 @@ def test_weights_replaced_in_place_and_changed_options_rescan(corpus, tmp_path, 
     calls = _counting(monkeypatch)
     path = save_model(build_model(CONFIG, seed=0), str(tmp_path / "model"))
     spec, out = ModelSpec("m", path), str(tmp_path / "out")
-    run_multiscan([spec], corpus, OPTIONS, out, separation=NO_SEPARATION, null_draws=10, progress=False)
+    _multiscan(spec, corpus, OPTIONS, out)
     first = _fingerprint_on_disk(out)
-    run_multiscan([spec], corpus, OPTIONS, out, separation=NO_SEPARATION, null_draws=10, progress=False)
+    _multiscan(spec, corpus, OPTIONS, out)
     assert len(calls) == 1  # same content: skipped
 
     save_model(build_model(CONFIG, seed=1), path)  # same path, other weights
-    run_multiscan([spec], corpus, OPTIONS, out, separation=NO_SEPARATION, null_draws=10, progress=False)
+    _multiscan(spec, corpus, OPTIONS, out)
     assert len(calls) == 2, "weights replaced in place were skipped as finished"
     assert _fingerprint_on_disk(out)["model"] != first["model"]
 
-    changed = ScanOptions(properties=("gender",), batch_size=4, sigma=0.7)
-    run_multiscan([spec], corpus, changed, out, separation=NO_SEPARATION, null_draws=10, progress=False)
+    changed = ScanOptions(properties=("gender",), batch_size=4, property=PropertyNeuronConfig(sigma=0.7))
+    _multiscan(spec, corpus, changed, out)
     assert len(calls) == 3, "changed scan options did not cause a rescan"
     assert _fingerprint_on_disk(out)["options"] != first["options"]
 
 
 def test_stale_partial_statistics_are_not_resumed(corpus, tmp_path, monkeypatch):
+    import glob
+
+    import numpy as np
+
     from jaxneurons.stats.scan import load_checkpoint
 
     path = save_model(build_model(CONFIG, seed=0), str(tmp_path / "model"))
     spec, out = ModelSpec("m", path), str(tmp_path / "out")
-    work = os.path.join(out, "m.work")
-    # A scan of the old weights killed after its statistics pass left stats.npz behind ...
+
+    # A scan of the old weights killed after its statistics pass left a checkpoint behind ...
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(multiscan, "score", killed)
+    monkeypatch.setattr(scan_module, "score", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_multiscan([spec], corpus, OPTIONS, out, separation=NO_SEPARATION, progress=False)
+        scan([spec], corpus, options=OPTIONS, out_dir=out, separation=NO_SEPARATION, progress=False)
     monkeypatch.undo()
-    old_fp = load_checkpoint(os.path.join(work, "stats.npz"))[2]["fingerprint"]
+    (stale,) = glob.glob(os.path.join(out, "m.work", "*.npz"))
+    old_fp = load_checkpoint(stale)[2]["fingerprint"]
     # ... then the weights are replaced in place: the rerun starts over (no error, no stale resume).
     save_model(build_model(CONFIG, seed=1), path)
     new_fp = model_fingerprint(spec, corpus, OPTIONS, NO_SEPARATION)
-    assert new_fp != old_fp
-    run_multiscan([spec], corpus, OPTIONS, out, separation=NO_SEPARATION, null_draws=10, progress=False)
-    assert _fingerprint_on_disk(out) == new_fp
+    assert new_fp["model"] != old_fp["model"]
+    _multiscan(spec, corpus, OPTIONS, out)
+    assert _fingerprint_on_disk(out)["model"] == new_fp["model"]
+    # the rerun's counts are those of a fresh scan of the new weights, not the old ones resumed
+    fresh = str(tmp_path / "fresh")
+    _multiscan(ModelSpec("m", path), corpus, OPTIONS, fresh)
+    for name in ("gender_phone__topk", "gender_phone__frames"):
+        files = [glob.glob(os.path.join(d, "m", "arrays", f"*{name}*.npy")) for d in (out, fresh)]
+        assert files[0] and len(files[0]) == len(files[1])
+        for a, b in zip(sorted(files[0]), sorted(files[1]), strict=True):
+            np.testing.assert_array_equal(np.load(a), np.load(b))

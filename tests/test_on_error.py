@@ -220,8 +220,7 @@ def test_cli_scan_under_record_finishes_and_names_every_bad_file(mixed, tmp_path
                "--properties=phone_type", "--batch_size=2", "--on_error=record", cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
-    run = load_results(str(out))["run"]
-    record = run["flags"]["data_decoding"] if "flags" in run else run["data_decoding"]
+    record = load_results(str(out))["flags"]["data_decoding"]
     assert record["utterances_total"] == len(utts) and record["utterances_used"] == len(utts) - len(bad)
     assert sorted(e["path"] for e in record["left_out"]) == sorted(bad.values())
     assert f"used {len(utts) - len(bad)} of {len(utts)}" in res.stdout + res.stderr

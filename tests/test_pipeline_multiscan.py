@@ -130,21 +130,20 @@ def test_rerun_skips_finished_models_and_resumes_an_interrupted_one(corpus, mode
     specs = [ModelSpec("mel", model_dirs["mel"]), ModelSpec("hubert", model_dirs["hubert"])]
     out = str(tmp_path / "out")
     starts: list[tuple[str, int]] = []
-    real_init = scan_mod.Progress.__init__
 
     class KilledError(Exception):
         pass
 
-    def init(self, total, start, label="scan"):
-        real_init(self, total, start, label)
-        starts.append((label.split()[-1], start))
+    class RecordingBar:  # the scan's progress callback: records where each pass starts, kills one mid-way
+        def __init__(self, total, initial=0, desc="scan", unit="it"):
+            self.desc = desc
+            starts.append((desc.split()[-1], initial))
 
-    def call(self, done, _stats=None):
-        if self.label.endswith("hubert") and done == 2 and len(starts) == 2:
-            raise KilledError  # the second model dies after 2 batches (checkpointed after 1)
+        def __call__(self, done, *_):
+            if self.desc.endswith("hubert") and done == 2 and len(starts) == 2:
+                raise KilledError  # the second model dies after 2 batches (checkpointed after 1)
 
-    monkeypatch.setattr(scan_mod.Progress, "__init__", init)
-    monkeypatch.setattr(scan_mod.Progress, "__call__", call)
+    monkeypatch.setattr(scan_mod, "ProgressBar", RecordingBar)
     with pytest.raises(KilledError):
         scan(specs, corpus, options=options, out_dir=out, separation=SeparationOptions(enabled=False))
     assert os.path.exists(os.path.join(out, "mel", "run.json")) and not os.path.exists(os.path.join(out, "hubert"))

@@ -182,12 +182,16 @@ def test_scan_command_exposes_every_scan_option():
     done = subprocess.run([sys.executable, "-m", "jaxneurons.cli", "scan", "--help"], cwd=root, capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=root))
     assert "Try --helpfull" in done.stdout, done.stderr[-2000:]  # absl's --help exits with status 1
-    expected = []
-    for f in dataclasses.fields(ScanOptions):
-        if dataclasses.is_dataclass(f.default):
-            expected += [f"{f.name}_{g.name}" for g in dataclasses.fields(f.default)]
-        else:
-            expected.append(f.name)
+    def flag_names(cls_or_obj, prefix=""):
+        names = []
+        for f in dataclasses.fields(cls_or_obj):
+            if dataclasses.is_dataclass(f.default):
+                names += flag_names(f.default, f"{prefix}{f.name}_")
+            else:
+                names.append(prefix + f.name)
+        return names
+
+    expected = flag_names(ScanOptions)
     assert "speaker_ivector_num_components" in expected and "checkpoint_every" in expected
     missing = [name for name in expected if f"--{name}:" not in done.stdout and f"--[no]{name}:" not in done.stdout]
     assert not missing, missing

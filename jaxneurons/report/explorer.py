@@ -98,7 +98,7 @@ def _group_frame_masks(plan: Any, prop: str, group: str) -> list[np.ndarray] | N
 
     labs = plan.utt_labels
     inv = plan.inventory
-    kind, _, key = prop.partition(":")
+    states = getattr(plan, "states", {})
     if prop == "phone_type" and inv is not None:
         ids = np.zeros(inv.size + 1, bool)  # last entry: phone -1 (silence) -> False
         ids[inv.ids_of_type(group)] = True
@@ -113,16 +113,18 @@ def _group_frame_masks(plan: Any, prop: str, group: str) -> list[np.ndarray] | N
         voiced = np.zeros(inv.size + 1, bool)
         voiced[inv.voiced_ids] = True
         return [(pitch_bins(lab.f0, plan.pitch_edges) == k) & voiced[lab.phone] for lab in labs]
-    if prop == "speaker" and plan.speaker_groups is not None and group.startswith("ivector_cluster"):
+    speaker_groups = states.get("speaker", {}).get("speaker_groups") if isinstance(states.get("speaker"), dict) \
+        else None
+    if prop == "speaker" and speaker_groups is not None and group.startswith("ivector_cluster"):
         g = int(group.removeprefix("ivector_cluster"))
-        return [np.full(len(lab.phone), plan.speaker_groups[i] == g) for i, lab in enumerate(labs)]
-    if kind == "aape" and f"aape_{key}" in plan.utt_classes:
-        vocab = plan.class_vocabs[f"aape_{key}"]
+        return [np.full(len(lab.phone), speaker_groups[i] == g) for i, lab in enumerate(labs)]
+    state = states.get(prop)
+    if prop.startswith("aape_") and isinstance(state, dict) and "vocab" in state and "classes" in state:
+        vocab = state["vocab"]
         if group not in vocab.labels:
             return None
         c = vocab.id(group)
-        classes = plan.utt_classes[f"aape_{key}"]
-        return [np.full(len(lab.phone), classes[i] == c) for i, lab in enumerate(labs)]
+        return [np.full(len(lab.phone), state["classes"][i] == c) for i, lab in enumerate(labs)]
     return None
 
 
@@ -185,17 +187,17 @@ def class_profiles(stats: Any, plan: Any) -> list[dict[str, Any]]:
         if c.name == "phone" and inv is not None:
             labels, title = list(inv.vocab.labels), "phone"
         elif c.name in ("gender_phone", "pitch_phone") and inv is not None:
-            names = ["m", "f"] if c.name == "gender_phone" else ["low", "mid", "high"]
+            names = ["male", "female"] if c.name == "gender_phone" else ["low", "mid", "high"]
             g = len(names)
             counts = counts.reshape(counts.shape[0], g, inv.size, -1).sum(2)
             frames = frames.reshape(g, inv.size).sum(1)
             labels, title = names, "gender" if c.name == "gender_phone" else "pitch bin"
         elif c.name == "speaker_cell":
-            nssl = plan.options.num_ssl_clusters
+            nssl = plan.options.speaker.num_ssl_clusters
             labels = [f"iv{k // nssl}/ssl{k % nssl}" for k in range(c.num_classes)]
             title = "speaker cell (i-vector group / SSL cluster)"
-        elif c.name in plan.class_vocabs:
-            labels, title = list(plan.class_vocabs[c.name].labels), c.name.replace("_", " ", 1)
+        elif isinstance(plan.states.get(c.name), dict) and "vocab" in plan.states[c.name]:
+            labels, title = list(plan.states[c.name]["vocab"].labels), c.name.replace("_", " ", 1)
         sel = f", {c.selection} frames" if c.selection else ", every frame"
         out.append({"name": c.name, "title": f"{title}: {what}{sel}", "labels": labels, "counts": counts,
                     "frames": frames, "chance": chance})
