@@ -55,7 +55,7 @@ def test_scan_counts_only_frames_covering_audio(model, corpus):
         _, ffn, _ = forward_with_captures(model, load_audio(u.path)[None])
         lab = plan.utt_labels[i]
         sel = lab.middle & (lab.phone >= 0)
-        speaker = plan.utt_classes["aape_speaker"][i]
+        speaker = plan.states["aape_speaker"]["classes"][i]
         for layer, h in enumerate(ffn):
             h = np.asarray(h[0])
             assert h.shape[0] == len(lab.phone) == -(-u.num_samples // 320)
