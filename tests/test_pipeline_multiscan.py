@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -256,4 +257,5 @@ def test_cli_multi_model_scan(corpus, model_dirs, tmp_path):
     assert summary["models"]["hubert-random"]["random_twin_seed"] == 4
     assert {e["property"] for e in summary["overlap"]} == {"phone_type", "gender"}
     with open(os.path.join(out, "hubert", "run.json")) as f:
-        assert json.load(f)["flags"]["fingerprint"]["model"].startswith("/")
+        model_id = json.load(f)["flags"]["fingerprint"]["model"]
+    assert re.fullmatch(r"[0-9a-f]{16} \(/.*/hubert\)", model_id), model_id  # content hash (absolute path)

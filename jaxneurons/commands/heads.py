@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.manifest or not FLAGS.out:
         sys.exit("error: --manifest and --out are required")
     from jaxneurons.models.checkpoint import load_model
-    from jaxneurons.pipeline.scan import Progress
+    from jaxneurons.progress import ProgressBar
 
     model_path = resolve_model_path(FLAGS.model)
     model = load_model(model_path)
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
 
     def progress(done: int, total: int) -> None:
         if state["progress"] is None:
-            state["progress"] = Progress(total, 0, label="head metrics")
+            state["progress"] = ProgressBar(total, 0, desc="head metrics", unit="utt")
         state["progress"](done)
 
     analysis = run_heads(model, utts, options, issues=issues, progress=progress)
