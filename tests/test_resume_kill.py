@@ -10,6 +10,7 @@ checkpoint's data on disk but not committed.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import random
@@ -144,7 +145,8 @@ SCAN_CHILD = textwrap.dedent('''
                 return getattr(os, name)
             @staticmethod
             def replace(src, dst):
-                if dst.endswith(os.path.join(stall_model + ".work", "stats.npz")):
+                if (os.path.basename(os.path.dirname(dst)) == stall_model + ".work"
+                        and os.path.basename(dst).startswith("stats-") and dst.endswith(".npz")):
                     seen.append(dst)
                     if len(seen) == stall_write:
                         with open(marker, "w") as f:
@@ -153,12 +155,12 @@ SCAN_CHILD = textwrap.dedent('''
                 return real(src, dst)
         stats_scan.os = _Os()
     from jaxneurons.data import read_manifest
-    from jaxneurons.pipeline.multiscan import ModelSpec, SeparationOptions, run_multiscan
-    from jaxneurons.pipeline.scan import ScanOptions
+    from jaxneurons.pipeline.multiscan import ModelSpec, SeparationOptions
+    from jaxneurons.pipeline.scan import ScanOptions, scan
     specs = [ModelSpec(os.path.basename(p), p) for p in models.split(",")]
-    run_multiscan(specs, read_manifest(manifest), ScanOptions(properties=("gender", "phone_type"), batch_size=2,
-                  checkpoint_every=1), out, separation=SeparationOptions(enabled=False), null_draws=10,
-                  progress=False)
+    scan(specs, read_manifest(manifest), options=ScanOptions(properties=("gender", "phone_type"), batch_size=2,
+         checkpoint_every=1), out_dir=out, separation=SeparationOptions(enabled=False), null_draws=10,
+         progress=False)
 ''')
 
 
@@ -202,7 +204,8 @@ def test_sigkill_during_a_scan_checkpoint_write_resumes_identically(scan_inputs,
     assert os.path.exists(os.path.join(resumed, "m0", "neurons.json"))
     from jaxneurons.stats.scan import load_checkpoint
 
-    assert load_checkpoint(os.path.join(resumed, "m1.work", "stats.npz"))[1] >= 1  # the first checkpoint survived
+    (checkpoint,) = glob.glob(os.path.join(resumed, "m1.work", "stats-*.npz"))
+    assert load_checkpoint(checkpoint)[1] >= 1  # the first checkpoint survived
     _run(SCAN_CHILD, manifest, models, resumed, os.devnull, "", "-1")
     ref, res = _scan_results(reference), _scan_results(resumed)
     assert any(k.endswith("neurons.json") for k in ref) and ref.keys() == res.keys()
