@@ -44,3 +44,14 @@ def test_callback_bar_follows_done_counts(monkeypatch):
     quiet = ProgressBar(total=2)
     quiet(2)
     assert sys.stderr.getvalue() == ""
+
+
+def test_callback_bar_postfix_and_early_close(monkeypatch):
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.delenv("JAXNEURONS_PROGRESS", raising=False)
+    with ProgressBar(total=10, desc="train", unit="step") as bar:
+        for step in range(3):  # a loop that stops early (e.g. early stopping) ...
+            bar(step + 1, loss=f"{1.0 / (step + 1):.4f}")
+    assert bar._bar.disable  # ... is closed by the block's end, not left open at 3/10
+    assert "3/10" in stream.getvalue().split("\r")[-1] and "loss=0.3333" in stream.getvalue().split("\r")[-1]

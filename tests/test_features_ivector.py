@@ -274,3 +274,22 @@ def test_espeak_corpus_ivector_clusters_follow_gender(tmp_path):
     assert agreement >= 0.8, agreement  # chance is about 0.5
     eer = iv.pairwise_eer(vecs, speakers)
     assert eer < 0.2, eer  # chance is 0.5
+
+
+def test_em_loops_and_statistics_report_progress(monkeypatch):
+    """Each UBM / T-matrix EM iteration and each statistics batch moves its (jaxneurons.progress) bar."""
+    done: dict[str, int] = {}
+
+    def recording(iterable, desc="", **_):
+        done[desc] = 0
+        for item in iterable:
+            done[desc] += 1  # counted as the loop consumes it, so a bar that skipped items would show
+            yield item
+
+    monkeypatch.setattr(iv, "progress", recording)
+    rng = np.random.default_rng(2)
+    utts = [rng.normal(0, 1, (40 + 10 * u, 2)).astype(np.float32) for u in range(5)]
+    ubm, history = iv.train_ubm(np.concatenate(utts), 3, num_iters=4, chunk=1024)
+    N, F = iv.collect_stats(ubm, utts, batch_size=2)
+    iv.train_ivector_extractor(ubm, N, F, 2, num_iters=3, batch=8)
+    assert done == {"UBM EM": 4, "Baum-Welch stats": 3, "T-matrix EM": 3} and len(history) == 4

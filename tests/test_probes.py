@@ -552,3 +552,28 @@ def test_probe_suite_split_stratifies_by_speaker_constant_labels():
     assert ProbeSuite(corpus(8), ProbeSuiteConfig(tasks=("lang",))).splits["lang"][1] == \
         "speaker_disjoint_stratified_by_gender"
     assert ProbeSuite(corpus(4), ProbeSuiteConfig(tasks=("lang",))).splits["lang"][1] == "speaker_disjoint"
+
+
+def test_probe_fitting_reports_each_epoch_to_a_progress_bar(monkeypatch):
+    import jaxneurons.probes.probe as probe_module
+
+    calls: list[tuple[int, dict]] = []
+
+    class RecordingBar:  # jaxneurons.progress.ProgressBar's interface: bar(done, **postfix), a context manager
+        def __init__(self, total, initial=0, desc="", unit="it", leave=True):
+            self.total, self.desc = total, desc
+
+        def __call__(self, done, **postfix):
+            calls.append((done, postfix))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            pass
+
+    monkeypatch.setattr(probe_module, "ProgressBar", RecordingBar)
+    probe = train_phone_probe(phone_like(0), phone_like(1), max_epochs=4, patience=4, min_steps=0, **FAST)
+    history = probe.info["history"]
+    assert [done for done, _ in calls] == [1, 2, 3, 4] == [h["epoch"] + 1 for h in history]
+    assert calls[-1][1]["dev_loss"] == f"{history[-1]['dev_loss']:.4f}"

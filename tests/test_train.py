@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -56,13 +58,20 @@ def _trainer(tmp_path, steps, name):
     return Trainer(build_model(TINY_MEL, seed=1), tone_corpus(), cfg, str(tmp_path / name))
 
 
-def test_resume_after_kill_continues_the_same_trajectory(tmp_path):
+def test_resume_after_kill_continues_the_same_trajectory(tmp_path, monkeypatch):
+    stderr = io.StringIO()  # not a terminal: no progress bar ...
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.delenv("JAXNEURONS_PROGRESS", raising=False)
     straight = _trainer(tmp_path, 6, "straight").train()
+    assert "train" not in stderr.getvalue()
     killed = _trainer(tmp_path, 6, "resumed")
     killed.train(until_step=4)  # checkpoint at step 3; steps 4 is lost with the "kill"
     resumed = _trainer(tmp_path, 6, "resumed")
     assert resumed.restore_latest() and resumed.step == 3
-    resumed.train()
+    monkeypatch.setenv("JAXNEURONS_PROGRESS", "1")  # ... unless forced (a notebook): steps and loss
+    new_steps = resumed.train()
+    bar = stderr.getvalue().split("\r")[-1]  # tqdm redraws one line; the last draw is the finished bar
+    assert bar.startswith("train") and "6/6" in bar and f"loss={new_steps[-1]['loss']:.4f}" in bar, bar
     logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([r["loss"] for r in logged], [r["loss"] for r in straight], rtol=1e-6)
@@ -276,3 +285,4 @@ def test_jaxneurons_train_stores_its_recipe_and_refuses_foreign_checkpoints(tmp_
     save_model(build_model(TINY_MEL), bare)  # e.g. an HF conversion: no targets/ recipe
     out = train("--out", str(tmp_path / "m3"), "--init", bare)
     assert out.returncode != 0 and "--targets=new" in out.stderr
+

@@ -66,6 +66,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxneurons.progress import progress
+
 _HI = jax.lax.Precision.HIGHEST
 log = logging.getLogger(__name__)
 
@@ -366,7 +368,7 @@ def train_ubm(
 
     xs, ws = _chunked(frames, w_all, chunk)
     history = []
-    for _ in range(num_iters):
+    for _ in progress(range(num_iters), desc="UBM EM", unit="iter", leave=False):
         nc, f1, f2, ll = _em_stats(gmm, xs, ws)
         history.append(float(ll) / total_w)
         gmm = _em_update(gmm, nc, f1, f2, floor, 1e-3)
@@ -478,7 +480,7 @@ def collect_stats(
     C = gmm.means.shape[0]
     N_all = np.zeros((len(utterances), C), np.float32)
     F_all = np.zeros((len(utterances), C, F), np.float32)
-    for s in range(0, len(order), batch_size):
+    for s in progress(range(0, len(order), batch_size), desc="Baum-Welch stats", unit="batch", leave=False):
         idx = order[s : s + batch_size]
         t_pad = _padded_length(int(lens[idx].max()), bucket)
         x = np.zeros((batch_size, t_pad, F), np.float32)
@@ -592,7 +594,7 @@ def train_ivector_extractor(
     T0 = init_scale * np.sqrt(np.asarray(model.model_variances))[..., None] * rng.standard_normal((C, D, ivector_dim))
     T = jnp.asarray(T0, jnp.float32)
     ns, fs, ms = _batch_utts(N, F, batch)
-    for _ in range(num_iters):
+    for _ in progress(range(num_iters), desc="T-matrix EM", unit="iter", leave=False):
         T = _tv_em_step(T, model.model_variances, ns, fs, ms, min_div)
     return model._replace(T=T)
 

@@ -42,6 +42,7 @@ import optax
 
 from jaxneurons.probes.features import FeatureStream, FrameFeatures, UtteranceFeatures
 from jaxneurons.probes.metrics import ctc_greedy_decode, frame_merge, levenshtein
+from jaxneurons.progress import ProgressBar
 
 TASKS = ("frame_classification", "utterance_classification", "frame_regression", "ctc")
 FORMAT_VERSION = 1
@@ -507,27 +508,30 @@ def train_probe(
     history = []
     bad_epochs = steps = 0
     epoch = -1
-    while epoch + 1 < max_epochs or steps < min_steps:
-        epoch += 1
-        losses = []
-        for chunk, idx, yy in train_prep:
-            for x, y, w in _minibatches(config, chunk, idx, yy, batch_size, rng):
-                params, opt_state, loss = step(params, opt_state, mean, std, x, y, w)
-                losses.append(loss)
-                steps += 1
-        if not losses:
-            raise ValueError(f"the training source gave no usable examples for {label_key!r}")
-        dev_loss = _dev_loss(config, params, mean, std, dev_prep, batch_size)
-        train_loss = float(np.mean([float(v) for v in losses]))
-        history.append({"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss})
-        threshold = best[0] - min_delta * abs(best[0]) if math.isfinite(best[0]) else math.inf
-        if dev_loss < threshold:
-            best = (dev_loss, params, epoch)
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= patience and steps >= min_steps:
-                break
+    # max_epochs is the bar's length; early stopping ends it sooner, min_steps can run past it (not drawn).
+    with ProgressBar(max_epochs, desc=f"probe {label_key}", unit="epoch", leave=False) as bar:
+        while epoch + 1 < max_epochs or steps < min_steps:
+            epoch += 1
+            losses = []
+            for chunk, idx, yy in train_prep:
+                for x, y, w in _minibatches(config, chunk, idx, yy, batch_size, rng):
+                    params, opt_state, loss = step(params, opt_state, mean, std, x, y, w)
+                    losses.append(loss)
+                    steps += 1
+            if not losses:
+                raise ValueError(f"the training source gave no usable examples for {label_key!r}")
+            dev_loss = _dev_loss(config, params, mean, std, dev_prep, batch_size)
+            train_loss = float(np.mean([float(v) for v in losses]))
+            history.append({"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss})
+            bar(epoch + 1, train_loss=f"{train_loss:.4f}", dev_loss=f"{dev_loss:.4f}")
+            threshold = best[0] - min_delta * abs(best[0]) if math.isfinite(best[0]) else math.inf
+            if dev_loss < threshold:
+                best = (dev_loss, params, epoch)
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= patience and steps >= min_steps:
+                    break
     info = {
         "format_version": FORMAT_VERSION,
         "best_epoch": best[2],

@@ -42,6 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxneurons.config_flags import field_help
 from jaxneurons.models.blocks import make_linear
+from jaxneurons.progress import ProgressBar
 from jaxneurons.train.fingerprint import arrays_fingerprint, json_fingerprint, weights_fingerprint
 from jaxneurons.train.masking import span_mask
 from jaxneurons.train.targets import FRAME_HOP, TargetRecipe, check_recipe_fits
@@ -350,7 +351,8 @@ class Trainer:
         history = []
         t_start, step_start = time.perf_counter(), self.step
         encoder = self.task.encoder
-        with open(self.metrics_path, "a") as log:
+        bar = ProgressBar(until, initial=min(self.step, until), desc="train", unit="step")
+        with bar, open(self.metrics_path, "a") as log:
             while self.step < until:
                 batch = make_batch(self.data, encoder, self.config, self.step)
                 batch = {k: jax.device_put(v, self.sharded) for k, v in batch.items()}
@@ -362,6 +364,7 @@ class Trainer:
                           "learning_rate": float(make_schedule(self.config)(self.step - 1))}
                 history.append(record)
                 log.write(json.dumps(record) + "\n")
+                bar(self.step, loss=f"{record['loss']:.4f}", acc=f"{record['masked_accuracy']:.3f}")
                 if self.step % self.config.log_every == 0 or self.step == until:
                     log.flush()
                     rate = (self.step - step_start) / (time.perf_counter() - t_start)
