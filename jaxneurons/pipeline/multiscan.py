@@ -5,8 +5,8 @@ frame labels with F0 once per front-end geometry) and reused for every model; mo
 time, each exactly as ``jaxneurons scan --model DIR`` would (same plan, same sharded resumable pass, same
 results directory ``OUT/<name>/``), so peak memory is one model + its accumulators + the decoded cache.
 A model whose ``OUT/<name>/run.json`` carries the same fingerprint is skipped on rerun; an unfinished one
-resumes from ``OUT/<name>.work/stats.npz``. ``OUT/summary.json`` + ``OUT/report.{md,html}`` compare the
-models: property neurons per layer (depth-normalised profiles), cluster separation (silhouette) per layer,
+resumes from ``OUT/<name>.work/stats-<fingerprint tag>.npz``. ``OUT/summary.json`` + ``OUT/report.{md,html}``
+compare the models: property neurons per layer (depth-normalised profiles), cluster separation (silhouette) per layer,
 and overlap of neuron sets between models of the same shape with a shuffled-set null.
 
 Random-init twins (``ModelSpec(..., random_seed=S)``) are models of a checkpoint's config with fresh
@@ -15,7 +15,6 @@ weights: the baseline every property-neuron count should be read against.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -266,20 +265,9 @@ def model_fingerprint(spec: ModelSpec, utts: Sequence[Utterance], options: ScanO
 
 
 def _finished(path: str, fingerprint: dict[str, str]) -> bool:
-    """Whether ``path`` holds finished results of exactly ``fingerprint``. If not, partial statistics in
-    ``path.work/`` from another fingerprint (other weights or options) are discarded, never resumed."""
-    from jaxneurons.stats.scan import load_checkpoint
-
-    stats = os.path.join(path + ".work", "stats.npz")
-    if os.path.exists(stats):
-        try:
-            stale = load_checkpoint(stats)[2].get("fingerprint") != json.loads(json.dumps(fingerprint))
-        except ValueError:  # unreadable: a scan would refuse it, so start over
-            stale = True
-        if stale:
-            log.warning("%s: partial statistics of another model or options discarded", stats)
-            with contextlib.suppress(FileNotFoundError):  # another process of the same launch removed it
-                os.remove(stats)
+    """Whether ``path`` holds finished results of exactly ``fingerprint``. Partial statistics of another
+    fingerprint (other weights or options) are never resumed: each checkpoint is named by its fingerprint
+    (``path.work/stats-<tag>.npz``), and ``path.work/`` is removed once the model is finished."""
     run_path = os.path.join(path, RUN_FILE)
     if not os.path.exists(run_path):
         return False

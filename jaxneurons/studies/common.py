@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -80,6 +81,45 @@ def load_setup(config: DataConfig, out_dir: str) -> Setup:
                    f"FFN neurons per layer). Data: {source} {manifest} ({info['utterances']} utterances, "
                    f"{info['speakers']} speakers, {info['minutes']} min).")
     return Setup(model, model_path, manifest, utts, workdir, description)
+
+
+@dataclasses.dataclass
+class StudyScan:
+    """A study's first step: its set-up and one scan of its corpus, with the decoded corpus the later steps reuse
+    (audio, i-vector groups, labels) and the data decisions of the whole run (:class:`~jaxneurons.data.DataIssues`).
+    """
+
+    setup: Setup
+    options: Any  # ScanOptions
+    decoded: Any  # DecodedDataset
+    issues: Any  # DataIssues
+    result: Any  # ScanResult
+
+
+def scan_study(data: DataConfig, out_dir: str, options: Any, *, name: str, banner: str,
+               pruning: Any = None, probes: Any = None) -> StudyScan:
+    """Load the study's model and corpus (:func:`load_setup`) and scan them with ``options`` (resumable, in
+    ``WORKDIR/scan-<name>``). What would fail later fails first, before the scan: ``pruning`` (a PruningConfig:
+    continued pre-training needs the model's target recipe) and ``probes`` (a ProbeSuiteConfig: its splits must
+    exist on this corpus). ``banner`` is the step's progress line (``{utterances}``: the corpus size)."""
+    from jaxneurons.data import DataIssues
+    from jaxneurons.pipeline.scan import DecodedDataset, scan
+
+    setup = load_setup(data, out_dir)
+    if pruning is not None:
+        from jaxneurons.studies.pruning import check_cpt_targets
+
+        check_cpt_targets(pruning, setup.model_path)
+    if probes is not None:
+        from jaxneurons.probes import ProbeSuite
+
+        ProbeSuite(setup.utts, probes)
+    issues = DataIssues()
+    decoded = DecodedDataset(setup.utts, issues=issues)
+    print(banner.format(utterances=len(setup.utts)), file=sys.stderr, flush=True)
+    result = scan(setup.model, setup.utts, options=options, work_dir=os.path.join(setup.workdir, f"scan-{name}"),
+                  model_id=setup.model_path, decoded=decoded, issues=issues)
+    return StudyScan(setup, options, decoded, issues, result)
 
 
 def flat_metrics(results: Mapping[str, dict], rename: Mapping[str, str] | None = None) -> dict[str, float]:

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from typing import Any
@@ -28,10 +27,9 @@ from jaxneurons.config_flags import field_help
 from jaxneurons.pipeline.labels import GENDER_NAMES
 from jaxneurons.pipeline.properties import PropertyNeuronConfig
 from jaxneurons.probes import ProbeSuiteConfig
-from jaxneurons.studies.common import DataConfig, editing_table, load_setup
+from jaxneurons.studies.common import DataConfig, editing_table, scan_study
 from jaxneurons.studies.pruning import (
     PruningConfig,
-    check_cpt_targets,
     protected_pruning_run,
     pruning_section,
     save_pruning,
@@ -121,23 +119,18 @@ def specificity(editing: dict) -> dict[str, dict[str, float]]:
 
 def run(config: PropertyNeuronsConfig, out_dir: str) -> StudyResult:
     """Scan, edit and prune; everything into the results directory ``out_dir`` (report.html)."""
-    from jaxneurons.data import DataIssues
     from jaxneurons.interventions import NeuronSets
-    from jaxneurons.pipeline.scan import DecodedDataset, ScanOptions, scan
+    from jaxneurons.pipeline.scan import ScanOptions
     from jaxneurons.probes import ProbeSuite
     from jaxneurons.results import ResultsDir
 
     t0 = time.time()
-    setup = load_setup(config.data, out_dir)
-    model, utts = setup.model, setup.utts
-    if config.run_pruning:
-        check_cpt_targets(config.pruning, setup.model_path)  # before any work, not after the scan
     options = ScanOptions(properties=config.properties, property=config.neurons, batch_size=config.batch_size)
-    issues = DataIssues()
-    decoded = DecodedDataset(utts, issues=issues)
-    print(f"[1/3] scan of {len(utts)} utterances ({', '.join(options.properties)})", file=sys.stderr, flush=True)
-    result = scan(model, utts, options=options, work_dir=os.path.join(setup.workdir, "scan-property"),
-                  model_id=setup.model_path, decoded=decoded, issues=issues)
+    first = scan_study(config.data, out_dir, options, name="property",
+                       banner=f"[1/3] scan of {{utterances}} utterances ({', '.join(options.properties)})",
+                       pruning=config.pruning if config.run_pruning else None)
+    setup, decoded, issues, result = first.setup, first.decoded, first.issues, first.result
+    model, utts = setup.model, setup.utts
     parts: dict[str, Any] = {}
     if config.editing:
         print("[2/3] editing: zero each group's neurons vs random same-size sets", file=sys.stderr, flush=True)

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from typing import Any
@@ -28,11 +27,10 @@ import numpy as np
 from jaxneurons.config_flags import field_help
 from jaxneurons.pipeline.properties import PHONE_TYPE_GROUPS, SpeakerNeuronConfig
 from jaxneurons.probes import ProbeSuiteConfig
-from jaxneurons.studies.common import DataConfig, load_setup
+from jaxneurons.studies.common import DataConfig, scan_study
 from jaxneurons.studies.property_neurons import StudyResult
 from jaxneurons.studies.pruning import (
     PruningConfig,
-    check_cpt_targets,
     protected_pruning_run,
     pruning_section,
     save_pruning,
@@ -111,25 +109,18 @@ def cluster_analysis(model: Any, utts: list, plan: Any, decoded: Any) -> dict[st
 
 def run(config: SpeakerNeuronsConfig, out_dir: str) -> StudyResult:
     """Clusters, scan at both sigmas and protected pruning, into the results directory ``out_dir``."""
-    from jaxneurons.data import DataIssues
     from jaxneurons.pipeline.properties import SpeakerNeurons
-    from jaxneurons.pipeline.scan import DecodedDataset, ScanOptions, scan, score
-    from jaxneurons.probes import ProbeSuite
+    from jaxneurons.pipeline.scan import ScanOptions, score
     from jaxneurons.results import ResultsDir
 
     t0 = time.time()
-    setup = load_setup(config.data, out_dir)
-    model, utts = setup.model, setup.utts
-    if config.run_pruning:
-        check_cpt_targets(config.pruning, setup.model_path)  # before any work, not after the scan
-    if config.run_pruning:
-        ProbeSuite(utts, config.probe)  # fails now, not after the scan, if speaker ID cannot be split
     options = ScanOptions(properties=("speaker",), speaker=config.speaker, batch_size=config.batch_size)
-    issues = DataIssues()
-    decoded = DecodedDataset(utts, issues=issues)
-    print(f"[1/3] i-vector and SSL clusters, scan of {len(utts)} utterances", file=sys.stderr, flush=True)
-    result = scan(model, utts, options=options, work_dir=os.path.join(setup.workdir, "scan-speaker"),
-                  model_id=setup.model_path, decoded=decoded, issues=issues)
+    first = scan_study(config.data, out_dir, options, name="speaker",
+                       banner="[1/3] i-vector and SSL clusters, scan of {utterances} utterances",
+                       pruning=config.pruning if config.run_pruning else None,
+                       probes=config.probe if config.run_pruning else None)
+    setup, decoded, issues, result = first.setup, first.decoded, first.issues, first.result
+    model, utts = setup.model, setup.utts
     other_sigma = 0.8 if config.speaker.sigma != 0.8 else 1.0
     other_plan = dataclasses.replace(result.plan, properties=[
         SpeakerNeurons(dataclasses.replace(config.speaker, sigma=other_sigma))])

@@ -98,12 +98,19 @@ def layer_features(
         out = nnx.merge(graphdef, state)(audio, lengths)
         return out.hidden_states[layer], out.frame_lengths
 
+    return _per_utterance(forward, state, audio, batch_size)
+
+
+def _per_utterance(forward: Callable[..., Any], state: Any, audio: Sequence[np.ndarray],
+                   batch_size: int) -> list[np.ndarray]:
+    """``forward(state, audio, lengths) -> (per-frame values (B, T, ...), frame lengths (B,))`` over length-sorted
+    padded batches; per utterance (in ``audio``'s order), its valid frames."""
     result: list[np.ndarray | None] = [None] * len(audio)
     for idx, batch, lengths in padded_batches(audio, batch_size):
-        hidden, n = forward(state, jnp.asarray(batch), jnp.asarray(lengths))
-        hidden, n = np.asarray(hidden), np.asarray(n)
+        values, n = forward(state, jnp.asarray(batch), jnp.asarray(lengths))
+        values, n = np.asarray(values), np.asarray(n)
         for row, i in enumerate(idx):
-            result[i] = hidden[row, : int(n[row])]
+            result[i] = values[row, : int(n[row])]
     return result  # type: ignore[return-value]
 
 
@@ -314,13 +321,7 @@ def head_targets(model: nnx.Module, audio: Sequence[np.ndarray], batch_size: int
         out = m(audio, lengths)
         return m.predict(out).argmax(-1).astype(jnp.int32), out.frame_lengths
 
-    result: list[np.ndarray | None] = [None] * len(audio)
-    for idx, batch, lengths in padded_batches(audio, batch_size):
-        labels, n = forward(state, jnp.asarray(batch), jnp.asarray(lengths))
-        labels, n = np.asarray(labels), np.asarray(n)
-        for row, i in enumerate(idx):
-            result[i] = labels[row, : int(n[row])]
-    return result  # type: ignore[return-value]
+    return _per_utterance(forward, state, audio, batch_size)
 
 
 def recipe_targets(recipe: TargetRecipe, audio: Sequence[np.ndarray], *, model: nnx.Module | None = None,
