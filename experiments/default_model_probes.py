@@ -21,17 +21,16 @@ from absl import app, flags, logging
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags, field_help
 from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
+from jaxneurons.studies.common import DataConfig, corpus_summary, load_setup
 
 
 @dataclasses.dataclass(frozen=True)
 class DefaultModelProbesConfig:
-    """The quality table of docs/default_model.md: a held-out synthetic corpus, the ProbeSuite on all layers."""
+    """The quality table of docs/default_model.md: a held-out synthetic corpus (32 speakers: about 90 test
+    utterances for speaker ID; seed 777, the default model was trained on seed 1), the ProbeSuite on all layers."""
 
-    model: str = field_help("default", "Model directory or 'default'.")
-    workdir: str = field_help("runs/default_model_probes", "Corpus location.")
-    num_speakers: int = field_help(32, "Held-out speakers (32: about 90 test utterances for speaker ID).")
-    minutes: float = field_help(24.0, "Minutes of held-out audio.")
-    seed: int = field_help(777, "Corpus seed (the default model was trained on seed 1).")
+    data: DataConfig = DataConfig(workdir="runs/default_model_probes", num_speakers=32, minutes=24.0,
+                                  corpus_seed=777)
     curve: str = field_help("", "PNG file for the model's training curve (from its metrics.jsonl), if any.")
     curve_window: int = field_help(50, "Steps of the running mean drawn in the training curve.")
     probe: ProbeSuiteConfig = ProbeSuiteConfig(tasks=("phone", "gender", "speaker"), layer="all")
@@ -75,24 +74,20 @@ def _cell(r: dict, key: str = "value", chance: str = "chance") -> str:
 
 def main(_: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
-    from jaxneurons.assets import resolve_model_path
-    from jaxneurons.data import generate_corpus, read_manifest
     from jaxneurons.models import build_model
-    from jaxneurons.models.checkpoint import load_model
     from jaxneurons.results import write_json
 
-    cfg = config_from_flags(DefaultModelProbesConfig)
+    # The corpus flags have no prefix (--model, --workdir, --num_speakers ...), as in the study launchers.
+    cfg = config_from_flags(DefaultModelProbesConfig, skip=("data",), data=config_from_flags(DataConfig))
     t0 = time.time()
-    manifest = generate_corpus(os.path.join(cfg.workdir, "corpus"), cfg.num_speakers, cfg.minutes, ["en"],
-                               seed=cfg.seed, progress=False)
-    utts = read_manifest(manifest)
-    path = resolve_model_path(cfg.model)
-    trained = load_model(path)
+    setup = load_setup(cfg.data, FLAGS.out or cfg.data.workdir)
+    utts, path, trained = setup.utts, setup.model_path, setup.model
     rows = {"trained": probe_model(trained, utts, cfg.probe),
             "random init": probe_model(build_model(trained.config, seed=0), utts, cfg.probe)}
-    table = {"model": cfg.model if cfg.model == "default" else path,
-             "corpus": {"manifest": manifest, "utterances": len(utts), "speakers": cfg.num_speakers,
-                        "minutes": cfg.minutes, "seed": cfg.seed},
+    info = corpus_summary(utts)
+    table = {"model": cfg.data.model if cfg.data.model == "default" else path,
+             "corpus": {"manifest": setup.manifest, "utterances": len(utts), "speakers": info["speakers"],
+                        "minutes": info["minutes"], "seed": cfg.data.corpus_seed},
              "config": dataclasses.asdict(cfg),
              "command": "python experiments/default_model_probes.py " + " ".join(sys.argv[1:]),
              "wall_seconds": round(time.time() - t0), "results": rows}
@@ -117,7 +112,8 @@ FLAGS = flags.FLAGS
 
 if __name__ == "__main__":
     flags.DEFINE_string("out", None, "JSON file for the table (also printed as Markdown).")
-    define_config_flags(DefaultModelProbesConfig)
-    from jaxneurons.errors import user_errors
+    define_config_flags(DefaultModelProbesConfig, skip=("data",))
+    define_config_flags(DataConfig, defaults=DefaultModelProbesConfig().data)
+    from jaxneurons.errors import parse_flags, user_errors
 
-    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1
+    app.run(user_errors(main), flags_parser=parse_flags)  # bad input: one 'error:' line, exit 1

@@ -1,6 +1,7 @@
 """The README's main job: a neuron scan + report on the bundled default model and a fresh synthetic corpus.
 
     python -m jaxneurons.demo                      # writes runs/demo/, prints where the report is
+    python -m jaxneurons.demo --manifest M.jsonl   # the same on your own corpus (flags: studies.common.DataConfig)
 
 Steps: synthesise a held-out English corpus with espeak-ng (speakers the default model never heard);
 one :func:`jaxneurons.scan` pass (the function ``jaxneurons scan`` calls) for property neurons (phone type,
@@ -19,22 +20,13 @@ import time
 
 from absl import app, flags, logging
 
-from jaxneurons.config_flags import config_from_flags, define_config_flags, field_help
+from jaxneurons.config_flags import config_from_flags, define_config_flags
+from jaxneurons.studies.common import DataConfig
 
-
-@dataclasses.dataclass(frozen=True)
-class DemoConfig:
-    """The demo's corpus and model (a 10-minute, 16-speaker held-out espeak corpus and the bundled model)."""
-
-    workdir: str = field_help("runs/demo", "Where the demo writes its corpus and results.")
-    model: str = field_help("default", "Model directory, or 'default' for the bundled model.")
-    num_speakers: int = field_help(16, "Speakers of the synthetic evaluation corpus.")
-    minutes: float = field_help(10.0, "Minutes of audio of the synthetic evaluation corpus.")
-    seed: int = field_help(12345, "Corpus seed (the default model was trained on seed 1).")
-
-
+# The studies' corpus set-up (16 held-out speakers, 10 min, seed 12345; or --manifest), written under runs/demo.
+DEMO_DATA = DataConfig(workdir="runs/demo")
 DEMO_PROPERTIES = ("phone_type", "gender", "pitch", "speaker", "aape_gender", "aape_speaker")
-define_config_flags(DemoConfig)
+define_config_flags(DataConfig, defaults=DEMO_DATA)
 FLAGS = flags.FLAGS
 
 
@@ -78,21 +70,19 @@ def ablation_probes(model, utts, result, *, seed: int = 0) -> dict:
 
 def main(_: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
-    from jaxneurons.assets import resolve_model_path
-    from jaxneurons.data import DataIssues, generate_corpus, read_manifest
-    from jaxneurons.models.checkpoint import load_model
+    from jaxneurons.data import DataIssues
     from jaxneurons.pipeline.scan import scan
     from jaxneurons.results import ResultsDir
+    from jaxneurons.studies.common import load_setup
 
-    cfg = config_from_flags(DemoConfig)
+    cfg = config_from_flags(DataConfig)
     t0 = time.time()
-    work = os.path.abspath(cfg.workdir)
-    print(f"[1/4] synthetic corpus: {cfg.num_speakers} speakers, {cfg.minutes:g} min (espeak-ng)", flush=True)
-    manifest = generate_corpus(os.path.join(work, "corpus"), cfg.num_speakers, cfg.minutes, ["en"], seed=cfg.seed,
-                               progress=False)
-    utts = read_manifest(manifest)
-    model_path = resolve_model_path(cfg.model)
-    model = load_model(model_path)
+    cfg = dataclasses.replace(cfg, workdir=os.path.abspath(cfg.workdir or DEMO_DATA.workdir))
+    work, out_dir = cfg.workdir, os.path.join(cfg.workdir, "results")
+    print(f"[1/4] corpus: {cfg.manifest}" if cfg.manifest else
+          f"[1/4] synthetic corpus: {cfg.num_speakers} speakers, {cfg.minutes:g} min (espeak-ng)", flush=True)
+    setup = load_setup(cfg, out_dir)  # the corpus goes to WORKDIR/corpus (reused on rerun)
+    model, utts, model_path = setup.model, setup.utts, setup.model_path
     mc = model.config
     print(f"[2/4] scan of {len(utts)} utterances with {model_path} ({mc.family}, {mc.num_hidden_layers} layers, "
           f"{mc.intermediate_size} FFN neurons each)", flush=True)
@@ -103,12 +93,10 @@ def main(_: list[str]) -> None:
           flush=True)
     ablation = ablation_probes(model, utts, result)
     print("[4/4] report", flush=True)
-    out_dir = os.path.join(work, "results")
     with ResultsDir(out_dir, "demo", flags=dataclasses.asdict(cfg)) as res:
         res.run["data_issues"] = issues.as_dict()
         res.save_json("ablation", ablation)
-        text = (f"Model: {model_path}. Corpus: {len(utts)} synthetic utterances ({cfg.num_speakers} speakers, "
-                f"{cfg.minutes:g} min, seed {cfg.seed}). Data: {issues.summary()}.")
+        text = f"{setup.description} Data issues: {issues.summary()}."
         summary, report = result.write(res, extra_text=text)
         _ablation_section(report, res, ablation)
         report.write(res.tmp)
@@ -164,6 +152,6 @@ def _ablation_section(report, res, ablation: dict) -> None:
 
 
 if __name__ == "__main__":
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
-    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1
+    app.run(user_errors(main), flags_parser=parse_flags)  # bad input: one 'error:' line, exit 1
