@@ -278,12 +278,12 @@ def run(argv: list[str] | None = None) -> None:
         if report.get("skipped_training_state"):
             print(f"skipped training state (not unpickled): {', '.join(report['skipped_training_state'])}")
 
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
     argv = list(argv or sys.argv)
     sys.argv[0] = argv[0] = "jaxneurons-convert"  # absl's --help lists the key flags of the module named sys.argv[0]
     register_as_key_flags([__name__])
-    app.run(user_errors(main), argv=argv)  # bad input: one line, exit 1
+    app.run(user_errors(main), argv=argv, flags_parser=parse_flags)  # bad input: one line, exit 1
 
 
 if __name__ == "__main__":

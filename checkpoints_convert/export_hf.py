@@ -253,9 +253,9 @@ def run(argv: list[str] | None = None) -> None:
               f"{', zero-padded to ' + str(report['hf_intermediate_size']) if report['padded_ffn'] else ''})"
               f" -> {flags.FLAGS.out}")
 
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
-    app.run(user_errors(main), argv=argv or sys.argv)  # bad input: one line, exit 1
+    app.run(user_errors(main), argv=argv or sys.argv, flags_parser=parse_flags)  # bad input: one line, exit 1
 
 
 if __name__ == "__main__":

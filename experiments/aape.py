@@ -20,6 +20,6 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_study_flags(aape.AAPEStudyConfig)
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
-    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1
+    app.run(user_errors(main), flags_parser=parse_flags)  # bad input: one 'error:' line, exit 1

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
+from jaxneurons.errors import error_line
 
 FLAT = ("data", "corpora", "pruning")  # nested configs whose fields are flags without a prefix
 
@@ -33,7 +34,7 @@ def study_config_from_flags(cls: type) -> Any:
     try:
         return config_from_flags(cls, skip=tuple(flat), **flat)
     except ValueError as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
 
 
 def run_study(module: Any, cls: type, title: str) -> None:
@@ -48,7 +49,7 @@ def run_study(module: Any, cls: type, title: str) -> None:
     try:
         result = module.run(config, out)
     except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
     print(f"{title} -> {out} (report: {out.rstrip('/')}/report.html) in {result.seconds:.0f} s")
     summary = result.scan.summary if result.scan is not None and not isinstance(result.scan, dict) else None
     for prop, groups in (summary or {}).get("totals", {}).items():

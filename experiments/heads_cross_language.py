@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
+from jaxneurons.errors import error_line
 from jaxneurons.studies.heads import HeadsStudyConfig, run, smoke_config
 
 FLAGS = flags.FLAGS
@@ -30,13 +31,13 @@ def main(argv: list[str]) -> None:
             config = smoke_config(languages=config.languages, seed=config.seed, workdir=config.workdir)
         result = run(config, FLAGS.out)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
     print(f"cross-language heads -> {result.out_dir} (report: {result.out_dir}/report.html)")
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("out", None, "Results directory (written atomically).")
     define_config_flags(HeadsStudyConfig)
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
-    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1
+    app.run(user_errors(main), flags_parser=parse_flags)  # bad input: one 'error:' line, exit 1

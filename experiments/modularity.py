@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
+from jaxneurons.errors import error_line
 from jaxneurons.studies.modularity import ModularityConfig, run
 
 FLAGS = flags.FLAGS
@@ -28,12 +29,12 @@ def main(argv: list[str]) -> None:
         config = config_from_flags(ModularityConfig)
         run(config, FLAGS.out)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("out", None, "Results directory (written atomically).")
     define_config_flags(ModularityConfig)
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
-    app.run(user_errors(main))  # bad input: one 'error:' line, exit 1
+    app.run(user_errors(main), flags_parser=parse_flags)  # bad input: one 'error:' line, exit 1

@@ -34,13 +34,13 @@ def run(argv: list[str] | None = None) -> None:
     from absl import app
 
     from jaxneurons.config_flags import register_as_key_flags
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
     module = importlib.import_module(COMMANDS[argv[1]][0])
     program = f"jaxneurons {argv[1]}"
     sys.argv[0] = program  # absl's --help lists the key flags of the module named sys.argv[0]
     register_as_key_flags([module.__name__, *getattr(module, "FLAG_MODULES", ())])
-    app.run(user_errors(module.main), argv=[program, *argv[2:]])  # bad input: one line, exit 1
+    app.run(user_errors(module.main), argv=[program, *argv[2:]], flags_parser=parse_flags)  # bad input: one line
 
 
 if __name__ == "__main__":

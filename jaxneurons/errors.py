@@ -7,6 +7,9 @@ files (``OSError`` with a file name), print that line on stderr and exit with st
 is a bug and keeps its traceback. Every CLI entry point applies it once: ``jaxneurons`` (``cli.run``),
 ``jaxneurons-convert``, ``python -m jaxneurons.data.readers`` and ``python -m jaxneurons.data.synth``.
 
+A bad flag value (``--on_error=bogus``) is found by absl before ``main`` runs; :func:`parse_flags`, passed as
+``app.run(..., flags_parser=parse_flags)``, reports it the same way (absl's own parser prints two ``FATAL`` lines).
+
 Error types are listed by qualified name (no import of the modules defining them is needed here); a
 component with its own user-facing error type adds it with :func:`register_user_error`.
 """
@@ -83,3 +86,14 @@ def user_errors(main: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapped
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing (``app.run(main, flags_parser=parse_flags)``) with a bad flag as one ``error:`` line."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as exc:
+        print(error_line(exc) + " (--help lists the flags)", file=sys.stderr, flush=True)
+        sys.exit(1)

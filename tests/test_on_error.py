@@ -250,3 +250,17 @@ def test_cli_export_missing_model_is_one_line(tmp_path):
     res = _cli("checkpoints_convert.export_hf", f"--model={tmp_path / 'no_model'}", f"--out={tmp_path / 'out'}",
                cwd=str(tmp_path))
     assert "no_model" in _one_error_line(res)
+
+
+def test_cli_bad_flag_value_is_one_line(tmp_path):
+    res = _cli("jaxneurons.cli", "scan", "--on_error=bogus", f"--manifest={tmp_path / 'm.jsonl'}",
+               f"--out={tmp_path / 'out'}", cwd=str(tmp_path))
+    line = _one_error_line(res)
+    assert "--on_error=bogus" in line and "raise|record" in line and "FATAL" not in res.stderr, res.stderr
+
+
+def test_study_launcher_missing_manifest_is_one_plain_line(tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    res = _cli("experiments.property_neurons", f"--manifest={missing}", f"--out={tmp_path / 'out'}",
+               cwd=os.getcwd())  # experiments/ is not installed: run from the repository root
+    assert _one_error_line(res) == f"error: {missing}: No such file or directory"  # not "[Errno 2] ..."

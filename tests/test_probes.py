@@ -527,6 +527,14 @@ def test_probe_suite_config_and_errors():
         ProbeSuite(utts, ProbeSuiteConfig(tasks=("level",)), audio=audio)
     with pytest.raises(ValueError, match="neither a built-in task"):
         ProbeSuite(utts, ProbeSuiteConfig(tasks=("colour",)), audio=audio)
+    # One class among the training speakers: the corpus's problem, a one-line error at the CLI (not a traceback)
+    utts, audio = _level_corpus()
+    one_class = [dataclasses.replace(u, labels={"level": "hi"}) for u in utts]
+    with pytest.raises(SplitError, match="cannot train the 'level' probe.*at least 2 classes") as err:
+        ProbeSuite(one_class, ProbeSuiteConfig(tasks=("level",), epochs=2), audio=audio).fit(_BlockMeanModel())
+    from jaxneurons.errors import is_user_error
+
+    assert is_user_error(err.value)
 
 
 def test_probe_suite_split_stratifies_by_speaker_constant_labels():

@@ -27,6 +27,7 @@ import sys
 from absl import flags, logging
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags, field_help
+from jaxneurons.errors import error_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,7 @@ def main(argv: list[str]) -> None:
         options = config_from_flags(ScanOptions)
         separation = config_from_flags(SeparationOptions, prefix="separation_")
     except ValueError as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
     if not cmd.manifest or not cmd.out:
         sys.exit("error: --manifest and --out are required")
     run_scan_command(cmd, options, separation, decode)
@@ -101,7 +102,7 @@ def run_scan_command(cmd: ScanCommand, options, separation, decode=None) -> None
     try:
         utts = read_manifest(cmd.manifest)
     except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
     if cmd.limit:
         utts = utts[: cmd.limit]
     issues = DataIssues()
@@ -129,7 +130,7 @@ def run_scan_command(cmd: ScanCommand, options, separation, decode=None) -> None
                       report_text="" if multi else (f"Model: {models}. Manifest: {cmd.manifest} ({len(utts)} "
                                                     f"utterances). {decoded.summary()}. Data: {issues.summary()}."))
     except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
     if jax.process_index() != 0:
         return
     issues.log_summary()  # one line per kind of data decision; per-file detail in run.json

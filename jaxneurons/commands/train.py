@@ -34,6 +34,7 @@ from absl import flags, logging
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
 from jaxneurons.data import load_audio, manifest_fingerprint, read_manifest
+from jaxneurons.errors import error_line
 from jaxneurons.models import SpeechConfig, build_model
 from jaxneurons.models.checkpoint import load_model, save_model
 from jaxneurons.models.config import ConfigError
@@ -171,7 +172,7 @@ def main(argv: list[str]) -> None:
         trainer = Trainer(encoder, data, config, workdir, neuron_mask=mask)
         trainer.restore_latest("fresh" if FLAGS.restart_on_mismatch else "error")
     except (TargetError, ConfigError, CheckpointMismatchError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
     t0 = time.time()
     trainer.train()
     logging.info("trained to step %d in %.0f s", trainer.step, time.time() - t0)

@@ -15,6 +15,7 @@ import time
 from absl import flags
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
+from jaxneurons.errors import error_line
 from jaxneurons.report.serve import ViewConfig, serve_results
 
 define_config_flags(ViewConfig)
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> None:
     try:
         server, url = serve_results(argv[1], config_from_flags(ViewConfig))
     except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))  # one line, also for OSErrors
     print(f"explorer: {url}  (Ctrl-C to stop)", flush=True)
     try:
         while True:

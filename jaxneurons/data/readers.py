@@ -516,6 +516,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "manifest to write")
     flags.mark_flags_as_required(["format", "root", "out"])
     from jaxneurons.data import readers as _module  # the imported module, not __main__: one class per error type
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
-    app.run(user_errors(_module.main))
+    app.run(user_errors(_module.main), flags_parser=parse_flags)

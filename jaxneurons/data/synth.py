@@ -435,6 +435,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_workers", 1, "espeak worker processes (threads resample and write)")
     flags.mark_flag_as_required("out")
     from jaxneurons.data import synth as _module  # the imported module, not __main__: one class per error type
-    from jaxneurons.errors import user_errors
+    from jaxneurons.errors import parse_flags, user_errors
 
-    app.run(user_errors(_module.main))
+    app.run(user_errors(_module.main), flags_parser=parse_flags)

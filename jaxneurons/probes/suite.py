@@ -316,8 +316,9 @@ class ProbeSuite:
                     probe = train_probe("frame_regression", train, dev, log_target=True, **common)
                 else:
                     probe = train_probe("utterance_classification", train, dev, **common)
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"ProbeSuite: cannot train the {task!r} probe: {e}") from None
+            except (ValueError, TypeError) as e:  # the corpus's problem (e.g. one class among the training speakers)
+                raise SplitError(f"ProbeSuite: cannot train the {task!r} probe: {e} (a corpus with more speakers "
+                                 "gives every split each class)") from None
             self.probes[task] = probe
         return self._evaluate_features(feats)
 
