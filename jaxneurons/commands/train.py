@@ -154,17 +154,20 @@ def main(argv: list[str]) -> None:
     choice = FLAGS.targets or ("recipe" if FLAGS.init else "new")
     if choice == "recipe" and not FLAGS.init:
         sys.exit("error: --targets=recipe continues a model's own targets and needs --init")
+    try:  # first: a wrong --init path is "not a model", not "a model without a recipe"
+        if FLAGS.init:
+            encoder = load_model(FLAGS.init)
+        else:
+            encoder = build_model(SpeechConfig(**PRESETS[FLAGS.preset], num_clusters=FLAGS.num_clusters),
+                                  seed=FLAGS.seed)
+    except (ConfigError, ValueError) as e:
+        sys.exit(error_line(e))
     if choice == "recipe" and load_recipe(_recipe_dir()) is None:
         sys.exit(f"error: {_recipe_dir()}: the model stores no target recipe (targets/recipe.json); pass "
                  "--targets=new to train it on new k-means targets (its head is re-initialised)")
     workdir = FLAGS.workdir or FLAGS.out.rstrip("/") + ".work"
     os.makedirs(workdir, exist_ok=True)
     try:
-        if FLAGS.init:
-            encoder = load_model(FLAGS.init)
-        else:
-            encoder = build_model(SpeechConfig(**PRESETS[FLAGS.preset], num_clusters=FLAGS.num_clusters),
-                                  seed=FLAGS.seed)
         utts, audio = _load_corpus(FLAGS.manifest, FLAGS.max_utterances)
         data = _cached_targets(encoder, utts, audio, workdir, choice)
         config = config_from_flags(TrainConfig, skip=_SKIP)

@@ -53,6 +53,7 @@ from flax import nnx
 from jaxneurons.config_flags import field_help
 from jaxneurons.data import BatchLoader, DataIssues, Utterance, load_audio, manifest_fingerprint
 from jaxneurons.data.decoded import DecodedDataset  # moved to the data layer (re-exported here)
+from jaxneurons.errors import SettingError
 from jaxneurons.models import forward_with_captures
 from jaxneurons.pipeline.labels import (
     PhoneInventory,
@@ -104,6 +105,12 @@ class ScanOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "properties", tuple(self.properties))
+        # Checked here, not by the loader: that runs after planning (F0, i-vectors), minutes into a large scan.
+        for name, ok, need in (("batch_size", self.batch_size >= 1, ">= 1"),
+                               ("pad_seconds", self.pad_seconds * 16000 >= 1, "> 0 (at least one sample)"),
+                               ("examples", self.examples >= 0, ">= 0")):
+            if not ok:
+                raise SettingError(f"{name} must be {need}, got {getattr(self, name)}")
         self.build()  # unknown names fail here, with the list of known ones
 
     def build(self) -> list[Property]:

@@ -1,0 +1,33 @@
+"""Bad settings fail at once with one line naming the setting (jaxneurons.errors), not minutes into a run."""
+
+from __future__ import annotations
+
+import pytest
+
+from jaxneurons.errors import SettingError, error_line, is_user_error
+from jaxneurons.pipeline.scan import ScanOptions
+
+
+@pytest.mark.parametrize(("field", "value"), [("batch_size", 0), ("pad_seconds", 0.0), ("examples", -1)])
+def test_scan_options_refuse_unusable_pass_settings(field, value):
+    # the batch loader would refuse these too, but only after planning (F0, i-vectors over the whole corpus)
+    with pytest.raises(SettingError, match=f"{field} must be") as err:
+        ScanOptions(**{field: value})
+    assert is_user_error(err.value) and "\n" not in error_line(err.value)
+    ScanOptions(batch_size=1, pad_seconds=1 / 16000, examples=0)  # the smallest usable values pass
+
+
+def test_train_with_a_wrong_init_path_says_it_is_not_a_model(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.getcwd())
+    res = subprocess.run([sys.executable, "-m", "jaxneurons.cli", "train", f"--init={tmp_path / 'typo'}",
+                          f"--manifest={tmp_path / 'm.jsonl'}", f"--out={tmp_path / 'out'}"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'typo'}: not a jaxneurons model directory " \
+        "(no config.json)", res.stderr  # not "the model stores no target recipe"
+    assert not (tmp_path / "out.work").exists()  # nothing created before the check
