@@ -31,3 +31,27 @@ def test_train_with_a_wrong_init_path_says_it_is_not_a_model(tmp_path):
     assert res.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'typo'}: not a jaxneurons model directory " \
         "(no config.json)", res.stderr  # not "the model stores no target recipe"
     assert not (tmp_path / "out.work").exists()  # nothing created before the check
+
+
+def test_train_stops_at_an_unusable_file_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    from jaxneurons.data import Utterance, write_manifest
+
+    good, bad = str(tmp_path / "good.wav"), str(tmp_path / "nan.wav")
+    sf.write(good, np.zeros(8000, np.float32), 16000)
+    sf.write(bad, np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
+    manifest = write_manifest(str(tmp_path / "m.jsonl"), [
+        Utterance(name, path, "s0", None, "en", 0.5, 16000, 8000) for name, path in (("a", good), ("b", bad))])
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.getcwd())
+    res = subprocess.run([sys.executable, "-m", "jaxneurons.cli", "train", f"--manifest={manifest}",
+                          f"--out={tmp_path / 'out'}", "--preset=tiny", "--on_error=raise"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == f"error: {bad}: 8000 NaN/inf samples", res.stderr

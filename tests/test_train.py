@@ -252,11 +252,14 @@ def test_jaxneurons_train_stores_its_recipe_and_refuses_foreign_checkpoints(tmp_
         path = str(tmp_path / f"u{i}.wav")
         sf.write(path, wav, 16000)
         utts.append(Utterance(f"u{i}", path, "s0", None, "en", len(wav) / 16000, 16000, len(wav)))
-    manifest = write_manifest(str(tmp_path / "manifest.jsonl"), utts)
+    nan_path = str(tmp_path / "nan.wav")  # an unusable file: left out under --on_error=record
+    sf.write(nan_path, np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
+    nan_utt = Utterance("nan", nan_path, "s0", None, "en", 0.5, 16000, 8000)
+    manifest = write_manifest(str(tmp_path / "manifest.jsonl"), [*utts[:3], nan_utt, *utts[3:]])
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     common = ["--manifest", manifest, "--steps", "2", "--batch_size", "2", "--crop_seconds", "0.5",
-              "--checkpoint_every", "2", "--warmup_steps", "1"]
+              "--checkpoint_every", "2", "--warmup_steps", "1", "--on_error", "record"]
 
     def train(*args):
         return subprocess.run([sys.executable, "-c", "from jaxneurons.cli import run; run()", "train", *common,
@@ -265,6 +268,9 @@ def test_jaxneurons_train_stores_its_recipe_and_refuses_foreign_checkpoints(tmp_
     first = str(tmp_path / "m1")
     out = train("--out", first, "--preset", "tiny", "--num_clusters", "8")
     assert out.returncode == 0, out.stderr[-2000:]
+    decoding = read_provenance(first)["data_decoding"]
+    assert decoding["utterances_used"] == len(utts) and [x["path"] for x in decoding["left_out"]] == [nan_path]
+    assert read_provenance(first)["num_utterances"] == len(utts) and nan_path in out.stderr
     audio = [load_audio(u.path, 16000) for u in utts]
     (cache,) = [d for d in os.listdir(first + ".work") if d.startswith("targets-")]
     with np.load(os.path.join(first + ".work", cache, "labels.npz")) as z:

@@ -33,7 +33,8 @@ import numpy as np
 from absl import flags, logging
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
-from jaxneurons.data import load_audio, manifest_fingerprint, read_manifest
+from jaxneurons.data import manifest_fingerprint, read_manifest
+from jaxneurons.data.decoded import DecodedDataset, DecodeOptions
 from jaxneurons.errors import error_line
 from jaxneurons.models import SpeechConfig, build_model
 from jaxneurons.models.checkpoint import load_model, save_model
@@ -81,17 +82,25 @@ flags.DEFINE_bool("restart_on_mismatch", False,
                   "If the work directory holds checkpoints of another run, delete them and start fresh "
                   "(default: refuse with an error).")
 define_config_flags(TrainConfig, skip=_SKIP)
+define_config_flags(DecodeOptions)  # --on_error, as in jaxneurons scan
 FLAGS = flags.FLAGS
 
 
-def _load_corpus(manifest: str, limit: int) -> tuple[list, list[np.ndarray]]:
+def _load_corpus(manifest: str, limit: int, decode: DecodeOptions) -> tuple[list, list[np.ndarray], dict]:
+    """(usable utterances, their audio, the decoding record for the provenance): unusable files stop the run
+    (``on_error='raise'``) or are left out, counted and listed (``'record'``)."""
     utts = read_manifest(manifest)
     if limit:
         utts = utts[:limit]
     if not utts:
         sys.exit(f"error: {manifest}: no utterances")
-    audio = [load_audio(u.path, 16000) for u in utts]
-    return utts, audio
+    decoded = DecodedDataset(utts, on_error=decode.on_error)
+    decoded.screen()  # every file decoded (and checked) once, before any training
+    if decoded.left_out:
+        print(decoded.summary(), file=sys.stderr)
+    if not decoded.utts:
+        sys.exit(f"error: {manifest}: no usable utterances ({decoded.summary()})")
+    return decoded.utts, decoded.all_audio(), decoded.record()
 
 
 def _recipe_dir() -> str:
@@ -168,7 +177,7 @@ def main(argv: list[str]) -> None:
     workdir = FLAGS.workdir or FLAGS.out.rstrip("/") + ".work"
     os.makedirs(workdir, exist_ok=True)
     try:
-        utts, audio = _load_corpus(FLAGS.manifest, FLAGS.max_utterances)
+        utts, audio, decoding = _load_corpus(FLAGS.manifest, FLAGS.max_utterances, config_from_flags(DecodeOptions))
         data = _cached_targets(encoder, utts, audio, workdir, choice)
         config = config_from_flags(TrainConfig, skip=_SKIP)
         mask = np.load(FLAGS.neuron_mask, allow_pickle=False) if FLAGS.neuron_mask else None
@@ -186,6 +195,7 @@ def main(argv: list[str]) -> None:
         "train_config": config.__dict__,
         "manifest": os.path.abspath(FLAGS.manifest),
         "num_utterances": len(utts),
+        "data_decoding": decoding,
         "hours_of_audio": sum(len(a) for a in audio) / 16000 / 3600,
         "init": FLAGS.init,
         "targets": {"choice": choice, **data.recipe.to_json(), "head_reinitialised": data.reinit_head},
