@@ -55,3 +55,19 @@ def test_train_stops_at_an_unusable_file_with_one_line(tmp_path):
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines()[-1] == f"error: {bad}: 8000 NaN/inf samples", res.stderr
+
+
+def test_pitch_on_a_corpus_without_voiced_frames_is_a_setting_error():
+    import numpy as np
+
+    from jaxneurons.pipeline.labels import PhoneInventory, UtteranceLabels, pitch_edges_from_data
+
+    inventory = PhoneInventory.of("en39")
+    voiced = inventory.voiced_ids[0]
+    phone = np.full(10, voiced, np.int32)
+    unvoiced = UtteranceLabels(phone, np.zeros(10, bool), 0, np.zeros(10, np.float32))  # F0 0: e.g. noise
+    with pytest.raises(SettingError, match="pitch: no voiced frames .* 1 utterances.*leave 'pitch' out"):
+        pitch_edges_from_data([unvoiced], inventory)
+    f0 = np.linspace(100, 200, 10).astype(np.float32)
+    edges = pitch_edges_from_data([UtteranceLabels(phone, np.zeros(10, bool), 0, f0)], inventory)
+    np.testing.assert_allclose(edges, np.percentile(f0, [33, 66]))  # the study rule: 33rd / 66th

@@ -26,6 +26,7 @@ from jaxneurons.data import (
     phone_type,
 )
 from jaxneurons.data.batching import padded_batches
+from jaxneurons.errors import SettingError
 from jaxneurons.features.ivector import (
     IVectorConfig,
     IVectorExtractor,
@@ -147,7 +148,10 @@ def pitch_edges_from_data(labels: Sequence[UtteranceLabels], inventory: PhoneInv
     voiced_phone = np.zeros(inventory.size + 1, bool)
     voiced_phone[inventory.voiced_ids] = True
     values = [lab.f0[(lab.f0 > 0) & voiced_phone[lab.phone]] for lab in labels if lab.f0 is not None]
-    return pitch_bin_edges(np.concatenate(values) if values else np.zeros(0))
+    if not sum(len(v) for v in values):  # e.g. noise, or whispered speech: the corpus, not a bug
+        raise SettingError(f"pitch: no voiced frames (F0 > 0) in the voiced phones of the {len(labels)} utterances, "
+                           "so no pitch groups; leave 'pitch' out of the properties for this corpus")
+    return pitch_bin_edges(np.concatenate(values))
 
 
 def pitch_bins(f0: np.ndarray, edges: tuple[float, float]) -> np.ndarray:
