@@ -386,15 +386,15 @@ def build_results(root: str, manifest: str | None = None) -> dict:
     graphdef, state = nnx.split(model)
     stats, _ = run_scan(make_forward(graphdef, plan), state, batches, plan.stats_config)
     scored = score(stats, plan)
-    # A random model may find no property neurons: put a few in two sets (the explorer renders any set),
-    # and leave every AAPE group empty (the overview must say so instead of drawing an empty heatmap).
-    vowel = np.zeros((config.num_hidden_layers, config.intermediate_size), bool)
-    vowel[0, [3, 17]] = vowel[1, 40] = True
-    scored["phone_type"]["groups"]["vowel"] = vowel
-    male = np.zeros_like(vowel)
-    male[1, [40, 41]] = True
-    scored["gender"]["groups"]["male"] = male
-    scored["aape_gender"]["groups"] = {g: np.zeros_like(vowel) for g in scored["aape_gender"]["groups"]}
+    # What a random model finds depends on the corpus: set the sets by hand (the explorer renders any set), a
+    # few neurons in two of them, every other set and every AAPE group empty (the overview must say so instead
+    # of drawing an empty heatmap).
+    empty = np.zeros((config.num_hidden_layers, config.intermediate_size), bool)
+    for prop in ("phone_type", "gender", "aape_gender"):
+        scored[prop]["groups"] = {g: empty.copy() for g in scored[prop]["groups"]}
+    scored["phone_type"]["groups"]["vowel"][0, [3, 17]] = True
+    scored["phone_type"]["groups"]["vowel"][1, 40] = True
+    scored["gender"]["groups"]["male"][1, [40, 41]] = True
     out = os.path.join(root, "results")
     with ResultsDir(out, "scan", flags={"model": model_dir, "manifest": manifest}) as res:
         res.run["data_issues"] = {"counts": {"unreadable": 1}, "examples": {"unreadable": ["x.wav"]}}

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from jaxneurons.data import generate_corpus, read_manifest
-from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models import build_model
 from jaxneurons.models.checkpoint import save_model
 from jaxneurons.results import load_results
+from tests.helpers import run_python, tiny_melhubert
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
-                    num_conv_pos_embedding_groups=2, num_clusters=8)
+TINY = tiny_melhubert(num_clusters=8)
 # Tiny sizes shared by both launchers: one density, one random control, two probe epochs, a few CPT updates.
 SMOKE = ["--batch_size=8", "--probe_epochs=2", "--probe_min_steps=5", "--probe_bootstrap_draws=20",
          "--densities=0.5", "--neurons_per_step=16", "--updates_per_step=2", "--cpt_crop_seconds=1.0",
@@ -58,12 +54,8 @@ def inputs(tmp_path_factory):
     return str(root / "model"), manifest
 
 
-def _run(module: str, args: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)  # one CPU device, as on a user's machine
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
+def _run(module: str, args: list[str]):
+    return run_python(["-m", module, *args])  # one CPU device, as on a user's machine
 
 
 def _check_pruning(out, metrics: set[str]) -> dict:
