@@ -9,6 +9,7 @@ own: it is the PyTorch re-statement of s3prl's models that the conversion tests 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -320,12 +321,11 @@ def padded_batch(lengths: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, n
     return audio, np.asarray(lengths, np.int32)
 
 
-def hf_forward_with_hooks(model, audio: np.ndarray, lengths: np.ndarray):
-    """HF forward; returns (last hidden, per-layer inputs + outputs, per-layer FFN h) as NumPy arrays."""
-    import torch
-
-    base = getattr(model, model.base_model_prefix, model)
-    layers = base.encoder.layers
+@contextlib.contextmanager
+def recorded_layers(layers, ffn_module, ffn_is_input: bool = False):
+    """Within the block, a PyTorch forward records ``layer_io`` (layer 0's input, then every layer's output) and
+    ``ffn`` (each layer's FFN h: the output of ``ffn_module(layer)``, or its input if ``ffn_is_input``), as NumPy.
+    """
     layer_io: list = [None] * (len(layers) + 1)
     ffn: list = [None] * len(layers)
     handles = []
@@ -335,16 +335,29 @@ def hf_forward_with_hooks(model, audio: np.ndarray, lengths: np.ndarray):
                 layer_io[0] = (args[0] if args else kwargs["hidden_states"]).detach().numpy().copy()
             layer_io[i + 1] = (out[0] if isinstance(out, tuple) else out).detach().numpy().copy()
 
-        def ffn_hook(mod, args, out, i=i):
-            ffn[i] = out.detach().numpy().copy()
+        def ffn_hook(mod, args, out=None, i=i):
+            ffn[i] = (args[0] if ffn_is_input else out).detach().numpy().copy()
 
         handles.append(layer.register_forward_hook(layer_hook, with_kwargs=True))
-        handles.append(layer.feed_forward.intermediate_dropout.register_forward_hook(ffn_hook))
+        module = ffn_module(layer)
+        handles.append(module.register_forward_pre_hook(ffn_hook) if ffn_is_input
+                       else module.register_forward_hook(ffn_hook))
+    try:
+        yield layer_io, ffn
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def hf_forward_with_hooks(model, audio: np.ndarray, lengths: np.ndarray):
+    """HF forward; returns (last hidden, per-layer inputs + outputs, per-layer FFN h) as NumPy arrays."""
+    import torch
+
+    base = getattr(model, model.base_model_prefix, model)
     attention_mask = (np.arange(audio.shape[1])[None] < lengths[:, None]).astype(np.int64)
-    with torch.no_grad():
+    with recorded_layers(base.encoder.layers, lambda layer: layer.feed_forward.intermediate_dropout) as (
+            layer_io, ffn), torch.no_grad():
         out = model(torch.from_numpy(audio), attention_mask=torch.from_numpy(attention_mask))
-    for h in handles:
-        h.remove()
     last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     return last.detach().numpy(), layer_io, ffn
 

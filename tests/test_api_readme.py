@@ -9,7 +9,6 @@ import json
 import os
 import re
 
-from jaxneurons.data import generate_corpus
 from jaxneurons.models import build_model
 from jaxneurons.models.checkpoint import save_model
 from tests.helpers import ROOT, TINY_MELHUBERT, run_python
@@ -23,10 +22,9 @@ def notebook() -> str:
     return m.group(1)
 
 
-def test_readme_notebook_runs(tmp_path):
+def test_readme_notebook_runs(tmp_path, tiny_manifest):
     model_dir = save_model(build_model(TINY_MELHUBERT, seed=0), str(tmp_path / "model"))
-    manifest = generate_corpus(str(tmp_path / "corpus"), num_speakers=6, minutes=0.8, languages=["en"], seed=3,
-                               progress=False)
+    manifest = tiny_manifest
     code = notebook()
     # Tiny sizes: the only edits; each must match the README text exactly (a changed README fails here).
     edits = {'jn.load("default")': f"jn.load({model_dir!r})",
