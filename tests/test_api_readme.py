@@ -8,16 +8,10 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 
-from jaxneurons.data import generate_corpus
-from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models import build_model
 from jaxneurons.models.checkpoint import save_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
+from tests.helpers import ROOT, TINY_MELHUBERT, run_python
 
 
 def notebook() -> str:
@@ -28,10 +22,9 @@ def notebook() -> str:
     return m.group(1)
 
 
-def test_readme_notebook_runs(tmp_path):
-    model_dir = save_model(build_model(TINY, seed=0), str(tmp_path / "model"))
-    manifest = generate_corpus(str(tmp_path / "corpus"), num_speakers=6, minutes=0.8, languages=["en"], seed=3,
-                               progress=False)
+def test_readme_notebook_runs(tmp_path, tiny_manifest):
+    model_dir = save_model(build_model(TINY_MELHUBERT, seed=0), str(tmp_path / "model"))
+    manifest = tiny_manifest
     code = notebook()
     # Tiny sizes: the only edits; each must match the README text exactly (a changed README fails here).
     edits = {'jn.load("default")': f"jn.load({model_dir!r})",
@@ -54,6 +47,4 @@ def test_readme_notebook_runs(tmp_path):
 
 def test_import_is_lazy():
     code = "import sys, jaxneurons as jn; assert 'jax' not in sys.modules, 'jax imported'; assert callable(jn.scan)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_python(["-c", code])

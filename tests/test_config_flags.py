@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 from absl import flags
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags, field_help
+from tests.helpers import run_python
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +70,9 @@ def test_mutable_defaults_are_refused():
                                      ["jaxneurons-convert"]])
 def test_help_lists_the_commands_own_flags(command):
     entry = "jaxneurons.cli" if command[0] == "jaxneurons" else "checkpoints_convert.convert"
-    exe = [sys.executable, "-c", f"import sys; from {entry} import run; run(sys.argv)"]
     args = command[1:] if command[0] == "jaxneurons" else []
-    out = subprocess.run([*exe, *args, "--help"], capture_output=True, text=True, timeout=300)
+    out = run_python(["-c", f"import sys; from {entry} import run; run(sys.argv)", *args, "--help"],
+                     returncodes=(0, 1))  # absl's --help exits with status 1
     text = out.stdout + out.stderr
     assert "Try --helpfull" in text
     expected = {"scan": "--manifest", "heads": "--manifest", "train": "--manifest"}.get(args[0] if args else "",

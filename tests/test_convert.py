@@ -16,7 +16,7 @@ from checkpoints_convert.convert import convert  # noqa: E402
 from checkpoints_convert.hf_weights import CheckpointError  # noqa: E402
 from jaxneurons.models import ConfigError, forward_with_captures  # noqa: E402
 from jaxneurons.models.checkpoint import load_model, read_provenance  # noqa: E402
-from tests.hf_models import build_hf_model, hf_forward_with_hooks, padded_batch  # noqa: E402
+from tests.helpers import build_hf_model, hf_forward_with_hooks, padded_batch  # noqa: E402
 
 CASE = "wav2vec2-group-base"
 

@@ -2,8 +2,6 @@
 
 import filecmp
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from jaxneurons.data.synth import (
     variant_gender,
 )
 from jaxneurons.errors import SettingError
+from tests.helpers import run_python
 
 
 @pytest.fixture(scope="module")
@@ -149,18 +148,14 @@ def test_generate_corpus_is_deterministic_and_resumable(tmp_path, monkeypatch):
 
 def test_cli(tmp_path):
     out = str(tmp_path / "cli")
-    res = subprocess.run(
-        [sys.executable, "-m", "jaxneurons.data.synth", "--num_speakers=1", "--minutes=0.05", "--languages=en",
-         "--seed=1", f"--out={out}"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert res.returncode == 0, res.stderr
+    res = run_python(["-m", "jaxneurons.data.synth", "--num_speakers=1", "--minutes=0.05", "--languages=en",
+                      "--seed=1", f"--out={out}"], timeout=120)
     assert "real time" in res.stdout and res.stderr == ""  # no progress bar when stderr is not a terminal
     assert len(read_manifest(os.path.join(out, "manifest.jsonl"))) >= 1
 
 
 def test_synth_cli_bad_setting_is_one_line(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "jaxneurons.data.synth", f"--out={tmp_path / 'c'}", "--languages=zz"],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    res = run_python(["-m", "jaxneurons.data.synth", f"--out={tmp_path / 'c'}", "--languages=zz"], returncodes=(1,),
+                     timeout=120)
+    assert "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines()[-1] == "error: language 'zz' not supported; choose from ['en', 'tr']"

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,8 +15,7 @@ import pytest
 from jaxneurons.data import Utterance
 from jaxneurons.studies.aape import shared_ratios
 from jaxneurons.studies.corpora import Task, bin_edges, class_of, label_corpora, usable_tasks
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import TINY_MELHUBERT, run_python
 
 
 def _utt(i: int, speaker: str, gender: str, pitch: int) -> Utterance:
@@ -74,22 +71,14 @@ def test_shared_ratios_identical_and_disjoint_sets():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from jaxneurons.models import SpeechConfig, build_model
+    from jaxneurons.models import build_model
     from jaxneurons.models.checkpoint import save_model
 
-    cfg = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
-                       num_conv_pos_embedding_groups=2)
-    return save_model(build_model(cfg, seed=3), str(tmp_path_factory.mktemp("model") / "tiny"))
+    return save_model(build_model(TINY_MELHUBERT, seed=3), str(tmp_path_factory.mktemp("model") / "tiny"))
 
 
 def _launch(module: str, *args: str) -> None:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if "xla_force_host_platform_device_count" not in f)
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    run_python(["-m", module, *args])
 
 
 def _load(out, name):

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from jaxneurons.data import generate_corpus, read_manifest
-from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models import build_model
 from jaxneurons.models.checkpoint import save_model
 from jaxneurons.results import load_results
+from tests.helpers import run_python, tiny_melhubert
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
-                    num_conv_pos_embedding_groups=2, num_clusters=8)
+TINY = tiny_melhubert(num_clusters=8)
 # Tiny sizes shared by both launchers: one density, one random control, two probe epochs, a few CPT updates.
 SMOKE = ["--batch_size=8", "--probe_epochs=2", "--probe_min_steps=5", "--probe_bootstrap_draws=20",
          "--densities=0.5", "--neurons_per_step=16", "--updates_per_step=2", "--cpt_crop_seconds=1.0",
@@ -58,12 +54,8 @@ def inputs(tmp_path_factory):
     return str(root / "model"), manifest
 
 
-def _run(module: str, args: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)  # one CPU device, as on a user's machine
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
+def _run(module: str, args: list[str]):
+    return run_python(["-m", module, *args])  # one CPU device, as on a user's machine
 
 
 def _check_pruning(out, metrics: set[str]) -> dict:
@@ -96,6 +88,23 @@ def _protected(neurons: dict, properties: list[str]) -> np.ndarray:
     return mask
 
 
+@pytest.mark.parametrize(("module", "flags", "protect"), [
+    ("experiments.property_neurons", ("--neurons_sigma", "--random_controls", "--probe_epochs", "--densities",
+                                      "--cpt_targets: <recipe|fresh_mfcc_kmeans>", "--manifest"),
+     "phone_type,gender,pitch"),
+    ("experiments.speaker_neurons", ("--speaker_sigma", "--speaker_ivector_num_components", "--probe_epochs",
+                                     "--densities", "--neurons_per_step", "--manifest"), "speaker,ssl_cluster")])
+def test_launcher_flags_come_from_the_config(module, flags, protect):
+    """The launchers' flags (the end-to-end launcher runs are slow tests): each study's config, its defaults."""
+    proc = run_python(["-m", module, "--help"], returncodes=(0, 1))  # absl: --help exits 1
+    assert not proc.stderr.strip(), proc.stderr[-2000:]
+    for flag in flags:
+        assert flag in proc.stdout, flag
+    protect_help = proc.stdout.split("--protect:", 1)[1].split("--", 1)[0]
+    assert f"(default: '{protect}')" in protect_help, protect_help
+
+
+@pytest.mark.slow  # the launcher end to end, ~2 min; run() of the same study at a tinier size: the default test
 def test_property_neurons_launcher(inputs, tmp_path):
     model, manifest = inputs
     out = tmp_path / "property"
@@ -139,6 +148,7 @@ def test_property_neurons_launcher(inputs, tmp_path):
     assert "Editing" in md and "Pruning" in md and (out / "report.html").exists()
 
 
+@pytest.mark.slow  # the launcher end to end, ~2 min; run() of the same study at a tinier size: the default test
 def test_speaker_neurons_launcher(inputs, tmp_path):
     model, manifest = inputs
     out = tmp_path / "speaker"
@@ -169,4 +179,85 @@ def test_speaker_neurons_launcher(inputs, tmp_path):
     assert pruning["protected_neurons"] == int((p_ssl | p_ive).sum())
     for fig in ("speaker", "ssl_cluster", "speaker_vs_sigma"):
         assert (out / "figures" / f"{fig}.png").exists(), fig
+    assert "purity" in (out / "report.md").read_text() and (out / "report.html").exists()
+
+
+# ------------------------------------------------- the same studies' run() in-process, at a tinier size (default)
+
+def _tiny(config, inputs, **changes):
+    """``config`` on the test corpus and model at the smallest sizes that still run every part of the study: one
+    density, one iterative step of one continued pre-training update, 2-epoch probes, and batches holding the
+    whole corpus (one compilation per forward program)."""
+    import dataclasses
+
+    from jaxneurons.studies.common import DataConfig
+
+    model, manifest = inputs
+    pruning = dataclasses.replace(config.pruning, densities=(0.5,), neurons_per_step=32, num_steps=1,
+                                  updates_per_step=1, cpt_crop_seconds=0.5, cpt_targets="fresh_mfcc_kmeans")
+    probe = dataclasses.replace(config.probe, epochs=2, min_steps=5, bootstrap_draws=20, batch_size=32)
+    return dataclasses.replace(config, data=DataConfig(model=model, manifest=manifest), pruning=pruning, probe=probe,
+                               batch_size=32, **changes)
+
+
+def _check_tiny_pruning(out, metrics: set[str]) -> dict:
+    pruning = json.loads((out / "pruning.json").read_text())
+    assert set(pruning["unpruned"]) == metrics
+    for method in ("L1", "protected"):
+        (entry,) = pruning["one_shot"][method]
+        assert entry["density"] == 0.5 and set(entry["metrics"]) == metrics
+        assert all(0.0 <= v <= 1.0 for v in entry["metrics"].values())
+        (step,) = pruning["iterative"][method]  # one step of 32 of 64 neurons per layer: density 0.5
+        assert step["step"] == 1 and step["achieved_density"] >= 0.5
+    assert np.load(out / "arrays" / "keep__one_shot_L1_0.5.npy").sum(axis=1).tolist() == [32, 32]
+    assert pruning["iterative"]["L1"][0]["achieved_density"] == 0.5
+    assert len(pruning["cpt"]["protected"]) == 1
+    return pruning
+
+
+def test_property_neurons_run_tiny(inputs, tmp_path):
+    """Study 1's run() end to end (the launcher and two iterative steps: the slow test above)."""
+    from jaxneurons.pipeline.properties import PropertyNeuronConfig
+    from jaxneurons.studies.property_neurons import PropertyNeuronsConfig, run
+
+    out = tmp_path / "property"
+    config = _tiny(PropertyNeuronsConfig(), inputs, random_controls=1, neurons=PropertyNeuronConfig(sigma=0.5))
+    run(config, str(out))
+    assert load_results(str(out))["kind"] == "property_neurons"
+    neurons = json.loads((out / "neurons.json").read_text())
+    assert {p: set(g) for p, g in neurons.items()} == {"phone_type": {"vowel", "voiced", "unvoiced"},
+                                                      "gender": {"male", "female"}, "pitch": {"low", "mid", "high"}}
+    editing = json.loads((out / "editing.json").read_text())
+    assert sorted(editing["rows"] + editing["empty"]) == sorted(f"{p}/{g}" for p, gs in neurons.items() for g in gs)
+    assert editing["rows"] and any(abs(editing["drop"][r][c]) > 0 for r in editing["rows"]
+                                   for c in editing["columns"])
+    _check_tiny_pruning(out, {"phone_accuracy", "speaker_accuracy", "phone_accuracy_frozen_probe",
+                              "speaker_accuracy_frozen_probe"})
+    keep = np.load(out / "arrays" / "keep__one_shot_protected_0.5.npy")
+    protected = _protected(neurons, ["phone_type", "gender", "pitch"])
+    assert protected.any() and not (protected & ~keep).any()
+    md = (out / "report.md").read_text()
+    assert "Editing" in md and "Pruning" in md and (out / "report.html").exists()
+
+
+def test_speaker_neurons_run_tiny(inputs, tmp_path):
+    """Study 2's run() end to end (the launcher: the slow test above)."""
+    from jaxneurons.features.ivector import IVectorConfig
+    from jaxneurons.pipeline.properties import SpeakerNeuronConfig
+    from jaxneurons.studies.speaker_neurons import SpeakerNeuronsConfig, run
+
+    out = tmp_path / "speaker"
+    speaker = SpeakerNeuronConfig(sigma=0.8, ivector=IVectorConfig(num_components=4, ivector_dim=4))
+    run(_tiny(SpeakerNeuronsConfig(), inputs, speaker=speaker), str(out))
+    assert load_results(str(out))["kind"] == "speaker_neurons"
+    neurons = json.loads((out / "neurons.json").read_text())
+    assert set(neurons["speaker"]) == {"ivector_cluster0", "ivector_cluster1"}
+    assert set(neurons["ssl_cluster"]) == {"ssl_cluster0", "ssl_cluster1", "ssl_cluster2"}
+    clusters = json.loads((out / "clusters.json").read_text())
+    assert sum(map(sum, clusters["ivector_vs_gender"]["counts"])) == len(read_manifest(inputs[1]))
+    pruning = _check_tiny_pruning(out, {"speaker_accuracy", "speaker_accuracy_frozen_probe"})
+    assert pruning["protected_results"] == ["speaker", "ssl_cluster"]
+    keep = np.load(out / "arrays" / "keep__one_shot_protected_0.5.npy")
+    p_ssl, p_ive = _protected(neurons, ["ssl_cluster"]), _protected(neurons, ["speaker"])
+    assert p_ssl.any() and not ((p_ssl | p_ive) & ~keep).any()
     assert "purity" in (out / "report.md").read_text() and (out / "report.html").exists()

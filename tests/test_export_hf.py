@@ -19,7 +19,7 @@ from checkpoints_convert.hf_weights import CheckpointError  # noqa: E402
 from jaxneurons.models import SpeechConfig, abstract_model, build_model, forward_with_captures  # noqa: E402
 from jaxneurons.models.checkpoint import load_model  # noqa: E402
 from jaxneurons.pruning import protected_prune, slim_model  # noqa: E402
-from tests.hf_models import PARITY_CASES, build_hf_model, hf_forward_with_hooks, padded_batch  # noqa: E402
+from tests.helpers import PARITY_CASES, build_hf_model, hf_forward_with_hooks, padded_batch  # noqa: E402
 
 LENGTHS = (1601, 1234)
 # weight-norm pos conv (wav2vec2, wavlm), BatchNorm pos conv without weight norm (hubert), stacked convs (data2vec)

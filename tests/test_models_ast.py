@@ -32,6 +32,7 @@ from jaxneurons.features.fbank import num_frames as fbank_frames  # noqa: E402
 from jaxneurons.models import ConfigError, config_from_hf_dict, forward_with_captures  # noqa: E402
 from jaxneurons.models.checkpoint import load_model  # noqa: E402
 from jaxneurons.models.config import load_hf_config  # noqa: E402
+from tests.helpers import padded_batch, recorded_layers  # noqa: E402
 
 TOL = 1e-4
 LOGMEL_TOL = 5e-5
@@ -94,34 +95,14 @@ def hf_extractor(case: str, hf):
 def hf_forward(model, input_values: np.ndarray):
     """HF forward with hooks: (last hidden, [layer-0 input, layer outputs...], per-layer FFN h (input of fc2))."""
     base = getattr(model, model.base_model_prefix, model)
-    layers = base.layers
-    layer_io: list = [None] * (len(layers) + 1)
-    ffn: list = [None] * len(layers)
-    handles = []
-    for i, layer in enumerate(layers):
-        def layer_hook(mod, args, kwargs, out, i=i):
-            if i == 0:
-                layer_io[0] = (args[0] if args else kwargs["hidden_states"]).detach().numpy().copy()
-            layer_io[i + 1] = (out[0] if isinstance(out, tuple) else out).detach().numpy().copy()
-
-        def fc2_pre_hook(mod, args, i=i):
-            ffn[i] = args[0].detach().numpy().copy()
-
-        handles.append(layer.register_forward_hook(layer_hook, with_kwargs=True))
-        handles.append(layer.mlp.fc2.register_forward_pre_hook(fc2_pre_hook))
-    with torch.no_grad():
+    with recorded_layers(base.layers, lambda layer: layer.mlp.fc2, ffn_is_input=True) as (layer_io, ffn), \
+            torch.no_grad():
         out = base(torch.from_numpy(input_values))
-    for h in handles:
-        h.remove()
     return out.last_hidden_state.numpy(), out.pooler_output.numpy(), layer_io, ffn
 
 
 def batch(lengths=LENGTHS, seed=0):
-    rng = np.random.default_rng(seed)
-    audio = np.zeros((len(lengths), max(lengths)), np.float32)
-    for i, n in enumerate(lengths):
-        audio[i, :n] = rng.standard_normal(n).astype(np.float32) * 0.3
-    return audio, np.asarray(lengths, np.int32)
+    return padded_batch(lengths, seed)
 
 
 def _close(name, ours, theirs, tol=TOL):

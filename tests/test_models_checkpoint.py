@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxneurons.models import ConfigError, SpeechConfig, build_model, forward_with_captures
+from jaxneurons.models import ConfigError, build_model, forward_with_captures
 from jaxneurons.models.checkpoint import load_model, save_model
-
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=48, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
+from tests.helpers import TINY_MELHUBERT as TINY
 
 
 def test_round_trip_and_float16_storage(tmp_path):

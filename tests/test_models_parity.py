@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 from checkpoints_convert.convert import convert  # noqa: E402
 from jaxneurons.models import forward_with_captures  # noqa: E402
 from jaxneurons.models.checkpoint import load_model  # noqa: E402
-from tests.hf_models import PARITY_CASES, build_hf_model, hf_forward_with_hooks, padded_batch  # noqa: E402
+from tests.helpers import PARITY_CASES, build_hf_model, hf_forward_with_hooks, padded_batch  # noqa: E402
 
 LENGTHS = (1601, 1234, 777)  # padding and odd lengths
 TOL = 1e-4

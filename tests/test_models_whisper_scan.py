@@ -7,35 +7,30 @@ those of each utterance alone over its own ``ceil(n / 320)`` frames.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from jaxneurons.data import generate_corpus, load_audio, read_manifest
+from jaxneurons.data import load_audio
 from jaxneurons.heads import head_metrics
 from jaxneurons.models import SpeechConfig, build_model, forward_with_captures
 from jaxneurons.pipeline.heads import HeadsConfig, run_heads
 from jaxneurons.pipeline.scan import ScanOptions, plan_scan, scan_statistics
 from jaxneurons.stats.spec import topk_size
+from tests.helpers import TINY_CORPUS_SPEAKERS, run_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 250 positions: a 5-s window, longer than every utterance of the corpus below (<= 4.6 s).
+# 250 positions: a 5-s window, longer than every utterance of the tiny corpus (conftest.py; <= 4.4 s).
 TINY = SpeechConfig(family="whisper", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=64, num_mel_bins=80, max_source_positions=250)
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    return generate_corpus(str(out), num_speakers=2, minutes=0.3, languages=["en"], seed=5, progress=False)
+def manifest(tiny_manifest):
+    return tiny_manifest
 
 
 @pytest.fixture(scope="module")
-def corpus(manifest):
-    return read_manifest(manifest)
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,7 @@ def test_scan_counts_only_frames_covering_audio(model, corpus):
     n_ph, width = plan.inventory.size, TINY.intermediate_size
     k = topk_size(width, 0.01)
     ref_topk = np.zeros((TINY.num_hidden_layers, n_ph, width))
-    ref_pos = np.zeros((TINY.num_hidden_layers, 2, width))
+    ref_pos = np.zeros((TINY.num_hidden_layers, TINY_CORPUS_SPEAKERS, width))
     for i, u in enumerate(corpus):
         _, ffn, _ = forward_with_captures(model, load_audio(u.path)[None])
         lab = plan.utt_labels[i]
@@ -94,15 +89,12 @@ def test_cli_convert_scan_and_heads_on_a_hf_whisper_dir(manifest, tmp_path):
     transformers.WhisperForConditionalGeneration(config).save_pretrained(tmp_path / "hf")
     transformers.WhisperFeatureExtractor(feature_size=80, chunk_length=5).save_pretrained(tmp_path / "hf")
     commands = [
-        [sys.executable, "-m", "checkpoints_convert.convert", f"--source={tmp_path / 'hf'}",
-         f"--out={tmp_path / 'model'}"],
-        [sys.executable, "-m", "jaxneurons.cli", "scan", f"--model={tmp_path / 'model'}", f"--manifest={manifest}",
-         f"--out={tmp_path / 'scan'}", "--batch_size=8", "--properties=phone_type,gender"],  # 8 test devices
-        [sys.executable, "-m", "jaxneurons.cli", "heads", f"--model={tmp_path / 'model'}", f"--manifest={manifest}",
-         f"--out={tmp_path / 'heads'}", "--batch_size=4",
-         "--noablation"],  # 2 speakers: too few for the probe's speaker-disjoint split (ablation: test_cli_heads)
+        ["-m", "checkpoints_convert.convert", f"--source={tmp_path / 'hf'}", f"--out={tmp_path / 'model'}"],
+        ["-m", "jaxneurons.cli", "scan", f"--model={tmp_path / 'model'}", f"--manifest={manifest}",
+         f"--out={tmp_path / 'scan'}", "--batch_size=8", "--properties=phone_type,gender"],
+        ["-m", "jaxneurons.cli", "heads", f"--model={tmp_path / 'model'}", f"--manifest={manifest}",
+         f"--out={tmp_path / 'heads'}", "--batch_size=4", "--noablation"],  # the ablation CLI: test_cli_heads
     ]
     for cmd in commands:
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_python(cmd, devices=8)  # the batch of 8 sharded over 8 devices, as in the suite
     assert (tmp_path / "scan" / "neurons.json").exists() and (tmp_path / "heads" / "report.html").exists()

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from jaxneurons.data import generate_corpus, load_audio, read_manifest
+from jaxneurons.data import load_audio
 from jaxneurons.heads import HEAD_TYPES, UNTYPED, head_metrics
-from jaxneurons.models import SpeechConfig, build_model, forward_with_captures
+from jaxneurons.models import build_model, forward_with_captures
 from jaxneurons.pipeline.heads import (
     NONE_MASK,
     HeadsConfig,
@@ -24,23 +21,21 @@ from jaxneurons.pipeline.heads import (
 )
 from jaxneurons.probes import ProbeSuiteConfig, evaluate, extract_features
 from jaxneurons.results import ResultsDir, load_results
+from tests.helpers import TINY_MELHUBERT as TINY
+from tests.helpers import run_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
 PROBE = ProbeSuiteConfig(tasks=("phone",), epochs=2, min_steps=5, batch_size=3, bootstrap_draws=50)
 OPTIONS = HeadsConfig(batch_size=3, probe=PROBE, random_controls=1, single_head_ablation=True, max_single_heads=2)
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    return generate_corpus(str(out), num_speakers=4, minutes=0.3, languages=["en"], seed=5, progress=False)
+def manifest(tiny_manifest):
+    return tiny_manifest  # conftest.py: 4 speakers, enough for the probe's speaker-disjoint split
 
 
 @pytest.fixture(scope="module")
-def corpus(manifest):
-    return read_manifest(manifest)
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 @pytest.fixture(scope="module")
@@ -171,12 +166,10 @@ def test_cli_heads(manifest, model, tmp_path):
     from jaxneurons.models.checkpoint import save_model
 
     save_model(model, str(tmp_path / "model"))
-    cmd = [sys.executable, "-m", "jaxneurons.cli", "heads", f"--model={tmp_path / 'model'}",
-           f"--manifest={manifest}", f"--out={tmp_path / 'res'}", "--batch_size=4",
-           "--probe_epochs=2", "--probe_min_steps=5", "--random_controls=1", "--single_head_ablation",
-           "--max_single_heads=2", "--min_diagonality=0.1"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_python(["-m", "jaxneurons.cli", "heads", f"--model={tmp_path / 'model'}", f"--manifest={manifest}",
+                       f"--out={tmp_path / 'res'}", "--batch_size=4",
+                       "--probe_epochs=2", "--probe_min_steps=5", "--random_controls=1", "--single_head_ablation",
+                       "--max_single_heads=2", "--min_diagonality=0.1"])
     assert "head types:" in done.stdout
     run = load_results(str(tmp_path / "res"))
     assert run["flags"]["options"]["min_diagonality"] == 0.1 and run["flags"]["options"]["normalize"] == "none"

@@ -7,25 +7,22 @@ import json
 import numpy as np
 import pytest
 
-from jaxneurons.data import generate_corpus, load_audio, read_manifest
+from jaxneurons.data import load_audio
 from jaxneurons.features.ivector import IVectorConfig
-from jaxneurons.models import SpeechConfig, build_model, forward_with_captures
+from jaxneurons.models import build_model, forward_with_captures
 from jaxneurons.pipeline.properties import AAPE, Gender, PhoneType, Pitch, PropertyNeuronConfig, SpeakerNeuronConfig
 from jaxneurons.pipeline.scan import ScanOptions, plan_scan, scan, scan_statistics, score
 from jaxneurons.pipeline.scan_report import write_scan_results
 from jaxneurons.results import ResultsDir, load_results
 from jaxneurons.stats.spec import topk_size
+from tests.helpers import TINY_CORPUS_SPEAKERS, run_python, tiny_melhubert
 
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=100, num_mel_bins=16, num_conv_pos_embeddings=5,
-                    num_conv_pos_embedding_groups=2)
+TINY = tiny_melhubert(intermediate_size=100)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    return read_manifest(generate_corpus(str(out), num_speakers=2, minutes=0.4, languages=["en"], seed=5,
-                                         progress=False))
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 def test_scan_counts_equal_per_utterance_reference(corpus, tmp_path):
@@ -37,7 +34,7 @@ def test_scan_counts_equal_per_utterance_reference(corpus, tmp_path):
     n_ph = plan.inventory.size
     k = topk_size(TINY.intermediate_size, 0.01)
     ref_topk = np.zeros((TINY.num_hidden_layers, n_ph, TINY.intermediate_size))
-    ref_pos = np.zeros((TINY.num_hidden_layers, 2, TINY.intermediate_size))
+    ref_pos = np.zeros((TINY.num_hidden_layers, TINY_CORPUS_SPEAKERS, TINY.intermediate_size))
     ref_frames = np.zeros(n_ph)
     for i, u in enumerate(corpus):
         audio = load_audio(u.path)[None]
@@ -174,14 +171,9 @@ def test_unknown_property_names_fail_with_the_known_ones():
 def test_scan_command_exposes_every_scan_option():
     """``jaxneurons scan --help`` lists a flag for every ScanOptions field (nested configs as PREFIX_ flags)."""
     import dataclasses
-    import os
-    import subprocess
-    import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-m", "jaxneurons.cli", "scan", "--help"], cwd=root, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=root))
-    assert "Try --helpfull" in done.stdout, done.stderr[-2000:]  # absl's --help exits with status 1
+    done = run_python(["-m", "jaxneurons.cli", "scan", "--help"], returncodes=(0, 1))  # absl: --help exits 1
+    assert "Try --helpfull" in done.stdout, done.stderr[-2000:]
     def flag_names(cls_or_obj, prefix=""):
         names = []
         for f in dataclasses.fields(cls_or_obj):

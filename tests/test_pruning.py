@@ -433,7 +433,7 @@ def test_iterative_pruning_with_the_real_trainer(tmp_path):
     weights stay exactly zero through the updates (zero gradients, AdamW decay of 0 is 0), kept weights
     change, and the neurons identified on the trained weights before each step survive it."""
     from jaxneurons.train.pretrain import TrainConfig, Trainer
-    from tests.train_helpers import TINY_MEL, tone_corpus
+    from tests.helpers import TINY_MEL, tone_corpus
 
     model = _with_biases(build_model(TINY_MEL, seed=1), spread=1.0)
     data = tone_corpus(8)

@@ -16,15 +16,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHILD_TIMEOUT = 600
+from tests.helpers import CHILD_TIMEOUT, failure_message, run_python, start_python
 
 TRAIN_CHILD = textwrap.dedent('''
     import os, sys, time, json
@@ -42,7 +40,7 @@ TRAIN_CHILD = textwrap.dedent('''
         atomicity.AtomicRenameTemporaryPath.finalize = finalize
     from jaxneurons.models import build_model
     from jaxneurons.train.pretrain import TrainConfig, Trainer
-    from tests.train_helpers import TINY_MEL, tone_corpus
+    from tests.helpers import TINY_MEL, tone_corpus
     config = TrainConfig(steps=8, batch_size=4, crop_seconds=0.5, learning_rate=3e-3, warmup_steps=2,
                          checkpoint_every=2, keep_checkpoints=2, log_every=1, mask_prob=0.5, mask_length=2)
     trainer = Trainer(build_model(TINY_MEL, seed=1), tone_corpus(), config, workdir)
@@ -54,35 +52,24 @@ TRAIN_CHILD = textwrap.dedent('''
 ''')
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-    return env
-
-
 def _run(code: str, *args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_env(),
-                         cwd=ROOT, timeout=CHILD_TIMEOUT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
+    return run_python(["-c", code, *args])
 
 
 def _kill_when(code: str, args: list[str], marker: str, deadline: float = CHILD_TIMEOUT,
                after: float | None = None) -> None:
     """Start the child, SIGKILL it when ``marker`` appears (or ``after`` seconds), and reap it."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=_env(), cwd=ROOT)
+    proc = start_python(["-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
     try:
         while not os.path.exists(marker) and (after is None or time.monotonic() - t0 < after):
             if proc.poll() is not None:
                 if after is not None and proc.returncode == 0:
                     return  # a timed kill that came too late: the run simply finished
-                raise AssertionError(f"child ended before the kill point: {proc.stderr.read()[-3000:]}")
+                raise AssertionError(failure_message(["-c", "<child>", *args], "ended before the kill point", "",
+                                                     proc.stderr.read()))
             if time.monotonic() - t0 > deadline:
-                raise AssertionError("child never reached the kill point")
+                raise AssertionError(f"child never reached the kill point in {deadline:.0f} s")
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -165,19 +152,14 @@ SCAN_CHILD = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def scan_inputs(tmp_path_factory):
-    from jaxneurons.data import generate_corpus
-    from jaxneurons.models import SpeechConfig, build_model
+def scan_inputs(tmp_path_factory, tiny_manifest):
+    from jaxneurons.models import build_model
     from jaxneurons.models.checkpoint import save_model
+    from tests.helpers import MICRO_MELHUBERT
 
     root = tmp_path_factory.mktemp("scan_inputs")
-    manifest = generate_corpus(str(root / "corpus"), num_speakers=2, minutes=0.15, languages=["en"], seed=4,
-                               progress=False)
-    config = SpeechConfig(family="melhubert", hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=24, num_mel_bins=8, num_conv_pos_embeddings=5,
-                          num_conv_pos_embedding_groups=2)
-    models = [save_model(build_model(config, seed=s), str(root / f"m{s}")) for s in (0, 1)]
-    return manifest, ",".join(models)
+    models = [save_model(build_model(MICRO_MELHUBERT, seed=s), str(root / f"m{s}")) for s in (0, 1)]
+    return tiny_manifest, ",".join(models)
 
 
 def _scan_results(out: str) -> dict[str, str]:

@@ -18,89 +18,9 @@ from jaxneurons.stats import (
     uniform_config,
     update_stats,
 )
+from tests.helpers import STATS_CONFIG as CONFIG
+from tests.helpers import fake_forward, make_batches, ref_counts, ref_topk, reference_over
 
-# ---------------------------------------------------------------- NumPy reference
-
-def ref_topk(a: np.ndarray, k: int) -> np.ndarray:
-    """Top-k by value, ties -> lower index: a stable sort of -a."""
-    return np.argsort(-a, axis=-1, kind="stable")[..., :k]
-
-
-def ref_counts(hs, valid, labels, selections, config):
-    """Per-frame loops: hs is a list of (B, T, D_l) arrays (one per layer)."""
-    L, D = config.num_layers, config.max_width
-    out = {}
-    for c in config.conditions:
-        C = c.num_classes
-        out[c.name] = dict(frames=np.zeros(C, np.int64), topk=np.zeros((L, C, D), np.int64),
-                           positive=np.zeros((L, C, D), np.int64), vals=[[] for _ in range(C)])
-    B, T = valid.shape
-    for b in range(B):
-        for t in range(T):
-            if not valid[b, t]:
-                continue
-            for c in config.conditions:
-                lab = labels[c.name]
-                y = lab[b] if lab.ndim == 1 else lab[b, t]
-                if y < 0 or (c.selection is not None and not selections[c.selection][b, t]):
-                    continue
-                o = out[c.name]
-                o["frames"][y] += 1
-                o["vals"][y].append((b, t))
-                for l, h in enumerate(hs):
-                    k = topk_size(h.shape[-1], config.rho)
-                    o["topk"][l, y, ref_topk(np.abs(h[b, t]), k)] += 1
-                    o["positive"][l, y, : h.shape[-1]] += h[b, t] > 0
-    return out
-
-
-def fake_forward(params, batch):
-    """The batch carries activations as (B, L, T, D) so that its leading axis is the batch axis."""
-    return jnp.moveaxis(batch["h"], 1, 0), batch["valid"]
-
-
-def make_batches(rng, n, L, B, T, D, *, ties=True):
-    out = []
-    for _ in range(n):
-        h = rng.standard_normal((B, L, T, D)).astype(np.float32)
-        if ties:  # many exact ties in |h| and exact zeros (ReLU-like)
-            h = (np.round(h * 2) / 2).astype(np.float32)
-            h[:, :, :3] = np.maximum(h[:, :, :3], 0)
-        lengths = rng.integers(T // 2, T + 1, B)
-        lengths[0] = T
-        out.append({
-            "h": h,
-            "valid": np.arange(T)[None, :] < lengths[:, None],
-            "labels": {"phone": rng.integers(-1, 5, (B, T)).astype(np.int32),
-                       "gender": rng.integers(-1, 2, (B,)).astype(np.int32),
-                       "pitch": rng.integers(-1, 3, (B, T)).astype(np.int32)},
-            "selections": {"mid": rng.random((B, T)) < 0.4},
-        })
-    return out
-
-
-CONFIG = uniform_config(3, 40, [
-    ConditionSpec("phone", 5, stats=("topk", "positive", "moments")),
-    ConditionSpec("gender", 2, selection="mid", stats=("topk", "positive")),
-    ConditionSpec("pitch", 3, selection="mid"),
-], rho=0.1)
-
-
-def reference_over(batches, config):
-    tot = None
-    for bt in batches:
-        hs = [bt["h"][:, l] for l in range(config.num_layers)]
-        r = ref_counts(hs, bt["valid"], bt["labels"], bt["selections"], config)
-        if tot is None:
-            tot = r
-        else:
-            for c in r:
-                for key in ("frames", "topk", "positive"):
-                    tot[c][key] += r[c][key]
-    return tot
-
-
-# ---------------------------------------------------------------- tests
 
 @pytest.mark.parametrize("method", ["topk", "blocked", "auto"])
 def test_topk_indices_match_numpy_with_ties(method):

@@ -5,8 +5,8 @@ import textwrap
 import numpy as np
 
 from jaxneurons.stats import run_scan
-from tests.loopback import free_port, run_workers
-from tests.test_stats_counts import CONFIG, fake_forward, make_batches
+from tests.helpers import STATS_CONFIG as CONFIG
+from tests.helpers import fake_forward, free_port, make_batches, run_workers
 
 WORKER = textwrap.dedent("""
     import sys
@@ -16,7 +16,8 @@ WORKER = textwrap.dedent("""
     init_distributed(f"127.0.0.1:{port}", 2, pid, local_devices=2, cpu=True)
     import jax
     from jaxneurons.stats import run_scan
-    from tests.test_stats_counts import CONFIG, fake_forward, make_batches
+    from tests.helpers import STATS_CONFIG as CONFIG
+    from tests.helpers import fake_forward, make_batches
     assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
     batches = make_batches(np.random.default_rng(30), 3, L=3, B=8, T=9, D=40)
     # each process feeds its own rows of every global batch

@@ -10,10 +10,10 @@ import pytest
 
 from jaxneurons.parallel import make_mesh
 from jaxneurons.stats import ConditionSpec, StatsConfig, init_stats, native, run_scan, update_stats
-from tests.test_stats_counts import fake_forward, make_batches, reference_over
+from tests.helpers import fake_forward, make_batches, reference_over
 
 COUNT_KEYS = ("/frames", "/topk", "/positive", "/rejected")
-# tests/test_stats_counts.CONFIG without the moments (which the native kernel does not touch): faster jit
+# tests/helpers.STATS_CONFIG without the moments (which the native kernel does not touch): faster jit
 CONFIG = StatsConfig(widths=(40,) * 3, rho=0.1, conditions=(
     ConditionSpec("phone", 5, stats=("topk", "positive")),
     ConditionSpec("gender", 2, selection="mid", stats=("topk", "positive")),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from jaxneurons.stats import load_checkpoint, run_scan, save_checkpoint, uniform_config
-from tests.test_stats_counts import CONFIG, fake_forward, make_batches
+from tests.helpers import STATS_CONFIG as CONFIG
+from tests.helpers import fake_forward, make_batches
 
 
 def _equal(a, b):

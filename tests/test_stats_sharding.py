@@ -6,7 +6,8 @@ import pytest
 
 from jaxneurons.parallel import make_mesh, shard_batch
 from jaxneurons.stats import ConditionSpec, StatsConfig, run_scan
-from tests.test_stats_counts import CONFIG, fake_forward, make_batches
+from tests.helpers import STATS_CONFIG as CONFIG
+from tests.helpers import fake_forward, make_batches
 
 
 def _compare(a, b):

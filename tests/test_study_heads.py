@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from jaxneurons.results import load_results
 from jaxneurons.studies.heads import HeadsStudyConfig, smoke_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_python
 
 
 def test_study_defaults_type_heads_raw_and_use_the_one_probe_recipe():
@@ -24,9 +20,8 @@ def test_study_defaults_type_heads_raw_and_use_the_one_probe_recipe():
 
 
 def test_launcher_flags_come_from_the_config():
-    proc = subprocess.run([sys.executable, "-m", "experiments.heads_cross_language", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode in (0, 1) and not proc.stderr.strip(), proc.stderr[-2000:]  # absl: --help exits 1
+    proc = run_python(["-m", "experiments.heads_cross_language", "--help"], returncodes=(0, 1))  # absl: exits 1
+    assert not proc.stderr.strip(), proc.stderr[-2000:]
     out = proc.stdout
     for flag in ("--heads_normalize: <zscore|minmax|none>", "--heads_min_globalness", "--heads_probe_epochs",
                  "--num_speakers", "--[no]smoke"):
@@ -37,9 +32,7 @@ def test_launcher_flags_come_from_the_config():
 @pytest.mark.slow
 def test_cross_language_study_smoke(tmp_path):
     out = tmp_path / "xlang"
-    done = subprocess.run([sys.executable, "-m", "experiments.heads_cross_language", f"--out={out}", "--smoke"],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python(["-m", "experiments.heads_cross_language", f"--out={out}", "--smoke"])
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison) == {"en", "tr"}
     for lang in ("en", "tr"):

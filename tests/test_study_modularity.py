@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from jaxneurons.studies.modularity import ModularityConfig, _class_drops, run, task_classes
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import TINY_MELHUBERT, run_python
 
 
 def test_class_drops_pool_the_retained_classes_by_their_examples():
@@ -42,15 +39,12 @@ def test_task_classes_bins_and_skips():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     from jaxneurons.data import generate_corpus
-    from jaxneurons.models import SpeechConfig, build_model
+    from jaxneurons.models import build_model
     from jaxneurons.models.checkpoint import save_model
     from jaxneurons.probes import ProbeSuiteConfig
 
     root = tmp_path_factory.mktemp("modularity")
-    cfg = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
-                       num_conv_pos_embedding_groups=2)
-    model = save_model(build_model(cfg, seed=3), str(root / "tiny"))
+    model = save_model(build_model(TINY_MELHUBERT, seed=3), str(root / "tiny"))
     a, b = (generate_corpus(str(root / f"c{s}"), num_speakers=6, minutes=0.5, languages=["en", "tr"], seed=s,
                             progress=False) for s in (21, 22))
     config = ModularityConfig(model=model, manifest=a, manifest_b=b, tasks=("language", "gender"),
@@ -120,9 +114,8 @@ def test_study_writes_sets_overlaps_and_balanced_experts(study):
 
 
 def test_launcher_flags_come_from_the_config():
-    proc = subprocess.run([sys.executable, "-m", "experiments.modularity", "--help"], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode in (0, 1) and not proc.stderr.strip(), proc.stderr[-2000:]  # absl: --help exits 1
+    proc = run_python(["-m", "experiments.modularity", "--help"], returncodes=(0, 1))  # absl: --help exits 1
+    assert not proc.stderr.strip(), proc.stderr[-2000:]
     for flag in ("--moe_expert_size: Neurons per MoEfication expert", "(default: '32')", "--mean_offset",
                  "--random_sets", "--probe_epochs"):
         assert flag in proc.stdout, flag

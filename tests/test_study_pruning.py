@@ -7,13 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models import build_model
 from jaxneurons.models.checkpoint import save_model
 from jaxneurons.studies.pruning import PruningConfig, check_cpt_targets, continued_pretraining_data
+from tests.helpers import tiny_melhubert
 
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5,
-                    num_conv_pos_embedding_groups=2, num_clusters=8)
+TINY = tiny_melhubert(num_clusters=8)
 
 
 @pytest.fixture(scope="module")
