@@ -6,6 +6,7 @@ import pytest
 
 from jaxneurons.errors import SettingError, error_line, is_user_error
 from jaxneurons.pipeline.scan import ScanOptions
+from tests.helpers import run_python
 
 
 @pytest.mark.parametrize(("field", "value"), [("batch_size", 0), ("pad_seconds", 0.0), ("examples", -1)])
@@ -18,15 +19,8 @@ def test_scan_options_refuse_unusable_pass_settings(field, value):
 
 
 def test_train_with_a_wrong_init_path_says_it_is_not_a_model(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.getcwd())
-    res = subprocess.run([sys.executable, "-m", "jaxneurons.cli", "train", f"--init={tmp_path / 'typo'}",
-                          f"--manifest={tmp_path / 'm.jsonl'}", f"--out={tmp_path / 'out'}"],
-                         capture_output=True, text=True, timeout=300, env=env)
+    res = run_python(["-m", "jaxneurons.cli", "train", f"--init={tmp_path / 'typo'}",
+                      f"--manifest={tmp_path / 'm.jsonl'}", f"--out={tmp_path / 'out'}"], returncodes=None, timeout=300)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'typo'}: not a jaxneurons model directory " \
         "(no config.json)", res.stderr  # not "the model stores no target recipe"
@@ -34,10 +28,6 @@ def test_train_with_a_wrong_init_path_says_it_is_not_a_model(tmp_path):
 
 
 def test_train_stops_at_an_unusable_file_with_one_line(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     import numpy as np
     import soundfile as sf
 
@@ -48,11 +38,8 @@ def test_train_stops_at_an_unusable_file_with_one_line(tmp_path):
     sf.write(bad, np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
     manifest = write_manifest(str(tmp_path / "m.jsonl"), [
         Utterance(name, path, "s0", None, "en", 0.5, 16000, 8000) for name, path in (("a", good), ("b", bad))])
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.getcwd())
-    res = subprocess.run([sys.executable, "-m", "jaxneurons.cli", "train", f"--manifest={manifest}",
-                          f"--out={tmp_path / 'out'}", "--preset=tiny", "--on_error=raise"],
-                         capture_output=True, text=True, timeout=300, env=env)
+    res = run_python(["-m", "jaxneurons.cli", "train", f"--manifest={manifest}", f"--out={tmp_path / 'out'}",
+                      "--preset=tiny", "--on_error=raise"], returncodes=None, timeout=300)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines()[-1] == f"error: {bad}: 8000 NaN/inf samples", res.stderr
 

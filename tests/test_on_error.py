@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,12 +16,12 @@ import soundfile as sf
 from jaxneurons.data import AudioError, DataIssues, Utterance, write_manifest
 from jaxneurons.data.decoded import DecodedDataset, DecodeOptions
 from jaxneurons.errors import error_line, is_user_error, user_errors
-from jaxneurons.models import SpeechConfig, build_model
+from jaxneurons.models import build_model
 from jaxneurons.pipeline.scan import ScanOptions, plan_scan, scan_statistics
 from jaxneurons.results import ResultsDir, load_results
+from tests.helpers import TINY_MELHUBERT, run_python
 
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
+TINY = TINY_MELHUBERT
 OPTIONS = ScanOptions(properties=("phone_type", "gender", "aape_gender"), batch_size=2, checkpoint_every=1)
 PHONES = ("sil", "aa", "s", "iy", "m", "t", "sil")
 BAD = ("nan", "truncated", "not_audio")
@@ -182,10 +180,7 @@ def test_user_errors_wrapper_prints_one_line_and_exits_1(capsys):
 
 
 def _cli(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.getcwd())
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd,
-                          env=env)
+    return run_python(["-m", *args], returncodes=None, timeout=300, cwd=cwd)  # one CPU device, as a user has
 
 
 def _one_error_line(res) -> str:

@@ -204,7 +204,7 @@ print("done", pid)
 
 @pytest.mark.slow  # two JAX processes on loopback (gloo), ~2 min under load
 def test_two_processes_equal_one_process(corpus, model_dirs, tmp_path):
-    from tests.loopback import free_port, run_workers
+    from tests.helpers import free_port, run_workers
 
     script = tmp_path / "worker.py"
     script.write_text(MP_WORKER)
@@ -235,21 +235,16 @@ def test_two_processes_equal_one_process(corpus, model_dirs, tmp_path):
 
 @pytest.mark.slow  # a fresh `jaxneurons scan` process (imports + compiles)
 def test_cli_multi_model_scan(corpus, model_dirs, tmp_path):
-    import subprocess
-    import sys
-
     from jaxneurons.data import write_manifest
+    from tests.helpers import run_python
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     manifest = write_manifest(str(tmp_path / "manifest.jsonl"), corpus)
     (tmp_path / "models.txt").write_text(f"# one model and its twin\n{model_dirs['hubert']}\n")
     out = str(tmp_path / "out")
-    cmd = [sys.executable, "-m", "jaxneurons.cli", "scan", f"--model=@{tmp_path / 'models.txt'}", "--random_twin",
+    cmd = ["-m", "jaxneurons.cli", "scan", f"--model=@{tmp_path / 'models.txt'}", "--random_twin",
            "--twin_seed=4", f"--manifest={manifest}", f"--out={out}", "--properties=phone_type,gender",
            "--limit=8", "--null_draws=50"]
-    env = dict(os.environ, PYTHONPATH=root)
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_python(cmd)
     assert "multi-model scan finished: 2 models x 8 utterances" in proc.stdout
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)

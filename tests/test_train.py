@@ -28,7 +28,7 @@ from jaxneurons.train.targets import (
     save_recipe,
     targets_cache_key,
 )
-from tests.train_helpers import TINY_MEL, tone_corpus
+from tests.helpers import TINY_MEL, run_python, tone_corpus
 
 
 def test_span_mask_properties():
@@ -238,9 +238,6 @@ def test_bundled_default_model_has_an_explicit_recipe():
 
 @pytest.mark.slow  # four `jaxneurons train` processes
 def test_jaxneurons_train_stores_its_recipe_and_refuses_foreign_checkpoints(tmp_path):
-    import subprocess
-    import sys
-
     import soundfile as sf
 
     from jaxneurons.data import load_audio
@@ -256,14 +253,12 @@ def test_jaxneurons_train_stores_its_recipe_and_refuses_foreign_checkpoints(tmp_
     sf.write(nan_path, np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
     nan_utt = Utterance("nan", nan_path, "s0", None, "en", 0.5, 16000, 8000)
     manifest = write_manifest(str(tmp_path / "manifest.jsonl"), [*utts[:3], nan_utt, *utts[3:]])
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     common = ["--manifest", manifest, "--steps", "2", "--batch_size", "2", "--crop_seconds", "0.5",
               "--checkpoint_every", "2", "--warmup_steps", "1", "--on_error", "record"]
 
     def train(*args):
-        return subprocess.run([sys.executable, "-c", "from jaxneurons.cli import run; run()", "train", *common,
-                               *args], capture_output=True, text=True, env=env, timeout=900)
+        return run_python(["-c", "from jaxneurons.cli import run; run()", "train", *common, *args],
+                          returncodes=None, timeout=900)
 
     first = str(tmp_path / "m1")
     out = train("--out", first, "--preset", "tiny", "--num_clusters", "8")
