@@ -87,23 +87,35 @@ def _merge_sorted(a: tuple[jax.Array, ...], b: tuple[jax.Array, ...], n: int) ->
     return tuple(out)
 
 
-def merge_examples(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Exact merge of two example states of the same shape (each sorted, best first; order-independent)."""
-    n = a[f"{PREFIX}/value"].shape[-1]
-    merged = _merge_sorted(tuple(a[f"{PREFIX}/{k}"] for k in KEYS), tuple(b[f"{PREFIX}/{k}"] for k in KEYS), n)
+def merge_examples(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array], *,
+                   native: bool | None = None) -> dict[str, jax.Array]:
+    """Exact merge of two example states of the same shape (each sorted, best first; order-independent).
+
+    ``native``: the CPU FFI two-pointer merge (O(n) per neuron) instead of the XLA merge ranks (O(n^2));
+    None = the counting kernels' ``auto`` choice (native on CPU when it builds; ``JAXNEURONS_NATIVE=0``
+    turns it off). Both give the same bits.
+    """
+    if native is None:
+        from jaxneurons.stats.native import resolve_topk_method
+
+        native = resolve_topk_method("auto") == "native"
+    ta, tb = tuple(a[f"{PREFIX}/{k}"] for k in KEYS), tuple(b[f"{PREFIX}/{k}"] for k in KEYS)
+    if native:
+        from jaxneurons.stats.native import merge_top_examples
+
+        merged = merge_top_examples(ta, tb)
+    else:
+        merged = _merge_sorted(ta, tb, ta[0].shape[-1])
     return dict(zip((f"{PREFIX}/{k}" for k in KEYS), merged, strict=True))
 
 
 def _block_max(x: jax.Array, chunk: int, nb: int) -> jax.Array:
-    """(B, T, D) -> (B, nb, D): max over frames [c * chunk, (c + 1) * chunk) of each row (strided slices:
-    elementwise maxima, no reduction over a short axis; the last block may be short)."""
-    m = None
-    for j in range(chunk):
-        s = x[:, j::chunk]
-        if s.shape[1] < nb:
-            s = jnp.pad(s, ((0, 0), (0, nb - s.shape[1]), (0, 0)), constant_values=-jnp.inf)
-        m = s if m is None else jnp.maximum(m, s)
-    return m
+    """(B, T, D) -> (B, nb, D): max over frames [c * chunk, (c + 1) * chunk) of each row (the last block
+    padded with -inf). A max over a reshaped axis: XLA fuses strided-slice maxima into the transpose that
+    follows and recomputes them in its (cache-hostile) order, 6x slower in the kernel (measured)."""
+    B, T, D = x.shape
+    x = jnp.pad(x, ((0, 0), (0, nb * chunk - T), (0, 0)), constant_values=-jnp.inf)
+    return jnp.max(x.reshape(B, nb, chunk, D), axis=2)
 
 
 def _layer_candidates(x: jax.Array, order: jax.Array, utt: jax.Array, valid: jax.Array, n: int, width: int,
@@ -145,18 +157,49 @@ def _layer_candidates(x: jax.Array, order: jax.Array, utt: jax.Array, valid: jax
             jnp.pad(f, pad, constant_values=EMPTY))
 
 
+def _native_layer(x: jax.Array, utt: jax.Array, frame: jax.Array, bound: tuple[jax.Array, ...] | None, n: int,
+                  width: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One layer (B, T, D_l) through the native kernel -> three (width, n) arrays (padded neurons empty)."""
+    from jaxneurons.stats.native import top_examples
+
+    B, T, d = x.shape
+    if bound is None:
+        bound = (jnp.full((d,), -jnp.inf, jnp.float32), jnp.full((d,), EMPTY, jnp.int32),
+                 jnp.full((d,), EMPTY, jnp.int32))
+    val, u, f = top_examples(x.reshape(B * T, d), utt, frame, bound, n=n)
+    pad = ((0, width - d), (0, 0))
+    return (jnp.pad(val, pad, constant_values=-jnp.inf), jnp.pad(u, pad, constant_values=EMPTY),
+            jnp.pad(f, pad, constant_values=EMPTY))
+
+
 def batch_examples(layers: Sequence[jax.Array], valid: jax.Array, utt_index: jax.Array, n: int, width: int, *,
-                   axis_name: str | None = None, chunk: int = 8) -> dict[str, jax.Array]:
+                   axis_name: str | None = None, chunk: int = 8, native: bool = False,
+                   running: Mapping[str, jax.Array] | None = None) -> dict[str, jax.Array]:
     """The batch's top-n frames of every neuron: three (L, width, n) arrays, merged over ``axis_name``.
 
     ``layers``: L arrays (B, T, D_l); ``valid``: (B, T) bool; ``utt_index``: (B,) global utterance index of
     each row (``-1`` for padding rows, whose frames never count). Inside ``shard_map`` each device works on
     its rows and the candidates are gathered and reduced, so the result is replicated.
+
+    ``native``: the CPU FFI kernel (``jaxneurons/stats/native/examples.cc``) instead of the XLA two-stage
+    top-n. It keeps only the frames that come before ``running``'s n-th entry of their neuron (the state
+    this batch will be merged into, when given): the other frames cannot enter it, so
+    ``merge_examples(running, batch)`` is the same as with the full batch top-n.
     """
     utt_index = utt_index.astype(jnp.int32)
     valid = valid.astype(bool) & (utt_index >= 0)[:, None]
-    order = jnp.argsort(utt_index)  # utterance indices are distinct; padding rows (-1) first, all invalid
-    parts = [_layer_candidates(x, order, utt_index, valid, n, width, chunk) for x in layers]
+    if native:
+        B, T = valid.shape
+        utt = jnp.where(valid, utt_index[:, None], -1).reshape(B * T)  # -1: not counted
+        frame = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T)).reshape(B * T)
+        parts = []
+        for l, x in enumerate(layers):
+            d = x.shape[-1]
+            bound = None if running is None else tuple(running[f"{PREFIX}/{k}"][l, :d, n - 1] for k in KEYS)
+            parts.append(_native_layer(x, utt, frame, bound, n, width))
+    else:
+        order = jnp.argsort(utt_index)  # utterance indices are distinct; padding rows (-1) first, all invalid
+        parts = [_layer_candidates(x, order, utt_index, valid, n, width, chunk) for x in layers]
     out = {f"{PREFIX}/{k}": jnp.stack([p[i] for p in parts]) for i, k in enumerate(KEYS)}
     if axis_name is not None:
         gathered = [_gather(out[f"{PREFIX}/{k}"], axis_name) for k in KEYS]  # (L, W, ndev * n)
