@@ -84,19 +84,23 @@ TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=L, num
                     intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
 
 
-@pytest.fixture(scope="module")
-def heads_dir(tmp_path_factory):
+def build_heads_results(root: str) -> dict:
+    """A heads results directory (tiny random model, small synthetic corpus, no ablation) under ``root``."""
     from jaxneurons.data import generate_corpus, read_manifest
 
-    root = tmp_path_factory.mktemp("heads_top")
-    corpus = read_manifest(generate_corpus(str(root / "corpus"), num_speakers=2, minutes=0.15, languages=["en"],
-                                           seed=3, progress=False))
+    corpus = read_manifest(generate_corpus(os.path.join(root, "corpus"), num_speakers=2, minutes=0.15,
+                                           languages=["en"], seed=3, progress=False))
     options = HeadsConfig(batch_size=3, ablation=False, top_utterances=3)
     analysis = run_heads(build_model(TINY, seed=0), corpus, options, show_progress=False)
-    out = str(root / "results")
+    out = os.path.join(root, "results")
     with ResultsDir(out, "heads", flags={}) as res:
         write_heads_results(res, analysis)
     return {"out": out, "analysis": analysis, "corpus": corpus}
+
+
+@pytest.fixture(scope="module")
+def heads_dir(tmp_path_factory):
+    return build_heads_results(str(tmp_path_factory.mktemp("heads_top")))
 
 
 def test_pipeline_keeps_each_heads_top_utterances(heads_dir):
