@@ -903,7 +903,8 @@ def write_heads_explorer(results_dir: str, analysis: Any, config: HeadsExplorerC
         for head in range(n_heads):
             link = f"<a href=\"#h{layer}.{head}\">{layer}.{head}</a>" if top is not None else f"{layer}.{head}"
             rows.append([link, _e(type_name[layer * n_heads + head]),
-                         *(f"{mean[layer, head, k]:.3f}" for k in range(len(METRIC_NAMES)))])
+                         *(f"{mean[layer, head, k]:.3f}".replace("-0.000", "0.000")  # rounding noise
+                           for k in range(len(METRIC_NAMES)))])
     body.append(_table(["head", "type", *METRIC_NAMES], rows, left=2))
     body.append("<h2>Top utterances per head</h2>")
     if why:
