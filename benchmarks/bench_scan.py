@@ -18,7 +18,13 @@ Timed in ONE process, repetitions interleaved (a, b, c, d, a, b, c, d, ...), med
       ``torch.inference_mode``, torch threads = CPU cores;
   (d) the same PyTorch forward without hooks (reference for the hooks' own cost);
   (e) as (b), plus the max-activating examples (``StatsConfig.examples``, default 16: the exact top-16
-      frames of every neuron, ``jaxneurons.stats.examples``) in the same jit.
+      frames of every neuron, ``jaxneurons.stats.examples``) in the same jit, late in a scan: the running
+      state's 16th value of every neuron is above every frame of the batch (set to 1e30), so no frame can
+      enter (the native kernel then only compares; the XLA path runs its top-16 on the neurons that can
+      gain, here none);
+  (f) as (e) from an empty state at every call (the first batch of a scan: every frame is offered to
+      every neuron's top 16; the XLA path runs its full two-stage top-16 on every neuron).
+``--modes`` picks a subset (e.g. ``abef``: no PyTorch, so no count comparison).
 The PyTorch model is saved with ``save_pretrained`` and converted with our converter, so (b) and (c)
 count the same activations up to float rounding; the counts are compared entry by entry.
 
@@ -121,7 +127,8 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: CPU cores)")
     ap.add_argument("--topk-method", default="auto", choices=("auto", "native", "topk", "blocked"),
                     help="top-k / h>0 counting method of the scan step (auto: native on CPU when it builds)")
-    ap.add_argument("--examples", type=int, default=16, help="top-N examples per neuron of mode (e)")
+    ap.add_argument("--examples", type=int, default=16, help="top-N examples per neuron of modes (e) and (f)")
+    ap.add_argument("--modes", default="abcdef", help="modes to time, a subset of abcdef (a is always timed)")
     ap.add_argument("--out", default=None, help="Markdown file to write")
     args = ap.parse_args()
 
@@ -135,7 +142,7 @@ def main() -> None:
     from jaxneurons.models import forward_with_captures
     from jaxneurons.models.checkpoint import load_model
     from jaxneurons.pipeline.scan import make_forward
-    from jaxneurons.stats import ConditionSpec, StatsConfig, init_stats, make_stats_step, topk_size
+    from jaxneurons.stats import ConditionSpec, NeuronStats, StatsConfig, init_stats, make_stats_step, topk_size
     from jaxneurons.stats.native import native_status, resolve_topk_method
 
     load_start = os.getloadavg()
@@ -196,21 +203,32 @@ def main() -> None:
             for h_ in handles:
                 h_.remove()
 
-    stats_box = [init_stats(config), init_stats(config_ex)]
+    stats_box = [init_stats(config)]
+    empty_ex = init_stats(config_ex)
+    late_ex = NeuronStats({**empty_ex.arrays, **{k: jnp.full_like(v, 1e30 if k == "examples/value" else 0)
+                                                 for k, v in empty_ex.arrays.items() if k.startswith("examples/")}},
+                          config_ex)
 
     def run_step(i: int) -> None:
         stats_box[0] = jax.block_until_ready(step(stats_box[0], state, jbatches[i]))
 
     def run_step_examples(i: int) -> None:
-        stats_box[1] = jax.block_until_ready(step_ex(stats_box[1], state, jbatches[i]))
+        jax.block_until_ready(step_ex(late_ex, state, jbatches[i]))
+
+    def run_step_examples_empty(i: int) -> None:
+        jax.block_until_ready(step_ex(empty_ex, state, jbatches[i]))
 
     modes = {
         "a": ("JAX forward alone (jit)", lambda i: jax.block_until_ready(jax_forward(state, jbatches[i]))),
         "b": ("JAX scan step: forward + statistics, one jit", run_step),
         "c": ("PyTorch forward + counting hooks (inference_mode)", lambda i: run_torch(i, True)),
         "d": ("PyTorch forward, no hooks", lambda i: run_torch(i, False)),
-        "e": (f"JAX scan step + top-{args.examples} max-activating examples per neuron, one jit", run_step_examples),
+        "e": (f"JAX scan step + top-{args.examples} max-activating examples per neuron, one jit (late in a scan)",
+              run_step_examples),
+        "f": ("as (e), from an empty example state (a scan's first batch)", run_step_examples_empty),
     }
+    modes = {key: v for key, v in modes.items() if key in set(args.modes) | {"a"}}
+    with_torch = "c" in modes
     # Warm-up pass (compiles JAX; accumulates the counts of every batch once for the comparison).
     compile_s = {}
     for key in modes:
@@ -219,9 +237,10 @@ def main() -> None:
             modes[key][1](i)
         compile_s[key] = time.perf_counter() - t0
         print(f"warm-up {key}: {compile_s[key]:.1f} s", flush=True)
-    jax_counts = {name: np.asarray(stats_box[0].arrays[name]) for name in counter.counts}
+    has_b = "b" in modes
+    jax_counts = {name: np.asarray(stats_box[0].arrays[name]) for name in counter.counts} if has_b else {}
     torch_counts = {name: v.numpy().copy() for name, v in counter.counts.items()}
-    frames = {c: np.asarray(stats_box[0].frames(c)) for c in ("phone", "gender_phone", "gender")}
+    frames = {c: np.asarray(stats_box[0].frames(c)) for c in ("phone", "gender_phone", "gender")} if has_b else {}
 
     times: dict[str, list[tuple[float, float]]] = {key: [] for key in modes}
     for _ in range(args.repeats):
@@ -233,41 +252,26 @@ def main() -> None:
         print(f"repetition done; load {os.getloadavg()[0]:.1f}", flush=True)
     load_end = os.getloadavg()
 
-    # Near-tie diagnosis on batch 0 (not timed): PyTorch's h of every layer.
-    counter.capture = []
-    run_torch(0, True)
-    hs = [x.numpy() for x in counter.capture]
-    counter.capture = None
-    ties = [near_ties(x, k, 1e-5) for x in hs]
-    tie_frames, tiny_h = sum(t[0] for t in ties), sum(t[1] for t in ties)
-
     med = {key: statistics.median(t for t, _ in v) for key, v in times.items()}
     cpu = {key: statistics.median(c for _, c in v) for key, v in times.items()}
-    overhead = (med["b"] - med["a"]) / med["a"]
-    overhead_cpu = (cpu["b"] - cpu["a"]) / cpu["a"]
-    ratio = med["c"] / med["b"]
-    ratio_cpu = cpu["c"] / cpu["b"]
 
-    # Count comparison: both were accumulated over exactly one pass (the warm-up) over every batch.
-    cmp_rows = []
-    total_diff = total_events = 0
-    for name, jc in jax_counts.items():
-        tc = torch_counts[name]
-        d = np.abs(jc.astype(np.int64) - tc)
-        n_diff = int((d > 0).sum())
-        events = int(tc.sum())
-        total_diff += int(d.sum())
-        total_events += events
-        cmp_rows.append((name, jc.size, n_diff, int(d.sum()), int(d.max()), events))
+    def rel(x: str, y: str, base: str = "a") -> str:
+        """(x - y) / base in wall and CPU seconds."""
+        return (f"**{100 * (med[x] - med[y]) / med[base]:+.1f} %** wall, "
+                f"**{100 * (cpu[x] - cpu[y]) / cpu[base]:+.1f} %** CPU s")
 
     dev = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
     audio_s = args.batch * args.seconds
+    flags = "".join(f" --{name} {getattr(args, name.replace('-', '_'))}" for name in ("batch", "seconds", "batches",
+                                                                                        "repeats"))
+    flags += f"{' --topk-method ' + args.topk_method if args.topk_method != 'auto' else ''}"
+    flags += f"{' --modes ' + args.modes if args.modes != 'abcdef' else ''}{' --out ' + args.out if args.out else ''}"
+    env = " (JAXNEURONS_NATIVE=0)" if os.environ.get("JAXNEURONS_NATIVE", "1").strip() in ("0", "false", "no",
+                                                                                        "off") else ""
     lines = [
         "# Scan: statistics overhead and JAX vs PyTorch",
         "",
-        f"Command: `python benchmarks/bench_scan.py --batches {args.batches} --repeats {args.repeats}"
-        f"{' --topk-method ' + args.topk_method if args.topk_method != 'auto' else ''}"
-        f"{' --out ' + args.out if args.out else ''}`",
+        f"Command: `python benchmarks/bench_scan.py{flags}`{env}",
         "",
         f"Machine: {dev}; Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
         f"torch {torch.__version__} ({threads} threads), transformers {transformers.__version__}. "
@@ -281,7 +285,8 @@ def main() -> None:
         f"{args.batches} distinct batches with synthetic labels. Statistics: phone (40 classes, top-k + h>0), "
         f"gender x phone (80, top-k), gender (2, h>0); k = {k} (top 1 %) per frame, every frame.",
         "",
-        f"Counting method of the scan step (top-k and h>0 counts): `topk_method={args.topk_method}` -> **{method}**"
+        f"Counting method of the scan step (top-k and h>0 counts, and the examples' kernel and merge): "
+        f"`topk_method={args.topk_method}` -> **{method}**"
         + (f" (native XLA FFI kernel {native_detail})" if method == "native" else
            f" (native kernel not used: {native_detail})" if native_detail else "") + ".",
         "",
@@ -293,50 +298,68 @@ def main() -> None:
     for key, (what, _) in modes.items():
         lines.append(f"| ({key}) | {what} | {med[key]:.2f} | {cpu[key]:.2f} | "
                      f"{', '.join(f'{t:.2f}' for t, _ in times[key])} |")
-    lines += [
-        "",
-        f"- **Statistics overhead** (b - a) / a: **{100 * overhead:+.1f} %** wall, "
-        f"**{100 * overhead_cpu:+.1f} %** CPU s (target <= 5 %).",
-        f"- **Speed ratio** PyTorch-with-hooks / JAX scan step (c) / (b): **{ratio:.2f}** wall, "
-        f"**{ratio_cpu:.2f}** CPU s (target >= 1.0; > 1 means the JAX scan is faster).",
-        f"- **Statistics + top-{args.examples} examples overhead** (e - a) / a: "
-        f"**{100 * (med['e'] - med['a']) / med['a']:+.1f} %** wall, "
-        f"**{100 * (cpu['e'] - cpu['a']) / cpu['a']:+.1f} %** CPU s; the examples alone (e - b) / a: "
-        f"{100 * (med['e'] - med['b']) / med['a']:+.1f} % wall, "
-        f"{100 * (cpu['e'] - cpu['b']) / cpu['a']:+.1f} % CPU s (target <= 5 %; state {L} x {D} x {args.examples} "
-        f"x 3 arrays = {L * D * args.examples * 12 / 2**20:.1f} MB).",
-        f"- PyTorch hooks' own cost (c - d) / d: {100 * (med['c'] - med['d']) / med['d']:+.1f} % wall.",
-        f"- JAX scan step throughput: {audio_s / med['b']:.1f} x real time (wall, under this load).",
-        "",
-        f"Counts, JAX (b) vs PyTorch (c), one pass over the {args.batches} batches "
-        f"(frames per class agree by construction):",
-        "",
-        "| statistic | entries | differing entries | sum abs diff | max abs diff | events counted |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, size, n_diff, s, mx, events in cmp_rows:
-        lines.append(f"| {name} | {size} | {n_diff} | {s} | {mx} | {events} |")
-    lines += [
-        "",
-        f"Total: {total_diff} of {total_events} counted events differ ({total_diff / max(total_events, 1):.1e}). "
-        "Differences come from float near-ties, not from the counting: the two forwards differ by float "
-        "rounding (~1e-6 relative), which can swap the k-th and (k+1)-th neuron of a frame (2 entries move by "
-        f"1) or flip the sign of an |h| ~ 1e-7. In batch 0, {tie_frames} frame-layers (of {len(hs) * hs[0].shape[0]}) "
-        f"have a relative gap < 1e-5 between the k-th and (k+1)-th |h|, and {tiny_h} activations have "
-        "|h| < 1e-5.",
-        f"Frames per class (JAX): phone {int(frames['phone'].sum())}, gender x phone "
-        f"{int(frames['gender_phone'].sum())}, gender {int(frames['gender'].sum())}.",
-        "Warm-up pass (compile included for JAX), s: " + ", ".join(f"({k_}) {v:.1f}" for k_, v in compile_s.items())
-        + ".",
-    ]
+    lines.append("")
+    if has_b:
+        lines.append(f"- **Statistics overhead** (b - a) / a: {rel('b', 'a')} (target <= 5 %).")
+    if has_b and with_torch:
+        lines.append(f"- **Speed ratio** PyTorch-with-hooks / JAX scan step (c) / (b): **{med['c'] / med['b']:.2f}** "
+                     f"wall, **{cpu['c'] / cpu['b']:.2f}** CPU s (target >= 1.0; > 1 means the JAX scan is faster).")
+    for key, when in (("e", "late in a scan"), ("f", "first batch, empty state")):
+        if key in modes and has_b:
+            lines.append(f"- **Top-{args.examples} examples alone, {when}** ({key} - b) / a: {rel(key, 'b')} "
+                         f"(target <= 5 %); statistics + examples ({key} - a) / a: {rel(key, 'a')}.")
+    if "e" in modes:
+        lines.append(f"- Example state: {L} x {D} x {args.examples} x 3 arrays = "
+                     f"{L * D * args.examples * 12 / 2**20:.1f} MB.")
+    if "d" in modes and with_torch:
+        lines.append(f"- PyTorch hooks' own cost (c - d) / d: {100 * (med['c'] - med['d']) / med['d']:+.1f} % wall.")
+    if has_b:
+        lines.append(f"- JAX scan step throughput: {audio_s / med['b']:.1f} x real time (wall, under this load).")
+    total_diff = total_events = 0
+    if has_b and with_torch:
+        # Near-tie diagnosis on batch 0 (not timed): PyTorch's h of every layer.
+        counter.capture = []
+        run_torch(0, True)
+        hs = [x.numpy() for x in counter.capture]
+        counter.capture = None
+        ties = [near_ties(x, k, 1e-5) for x in hs]
+        tie_frames, tiny_h = sum(t[0] for t in ties), sum(t[1] for t in ties)
+        # Count comparison: both were accumulated over exactly one pass (the warm-up) over every batch.
+        lines += [
+            "",
+            f"Counts, JAX (b) vs PyTorch (c), one pass over the {args.batches} batches "
+            f"(frames per class agree by construction):",
+            "",
+            "| statistic | entries | differing entries | sum abs diff | max abs diff | events counted |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, jc in jax_counts.items():
+            tc = torch_counts[name]
+            d = np.abs(jc.astype(np.int64) - tc)
+            events = int(tc.sum())
+            total_diff += int(d.sum())
+            total_events += events
+            lines.append(f"| {name} | {jc.size} | {int((d > 0).sum())} | {int(d.sum())} | {int(d.max())} | {events} |")
+        lines += [
+            "",
+            f"Total: {total_diff} of {total_events} counted events differ ({total_diff / max(total_events, 1):.1e}). "
+            "Differences come from float near-ties, not from the counting: the two forwards differ by float "
+            "rounding (~1e-6 relative), which can swap the k-th and (k+1)-th neuron of a frame (2 entries move by "
+            f"1) or flip the sign of an |h| ~ 1e-7. In batch 0, {tie_frames} frame-layers (of "
+            f"{len(hs) * hs[0].shape[0]}) have a relative gap < 1e-5 between the k-th and (k+1)-th |h|, and "
+            f"{tiny_h} activations have |h| < 1e-5.",
+            f"Frames per class (JAX): phone {int(frames['phone'].sum())}, gender x phone "
+            f"{int(frames['gender_phone'].sum())}, gender {int(frames['gender'].sum())}.",
+        ]
+    lines.append("Warm-up pass (compile included for JAX), s: "
+                 + ", ".join(f"({k_}) {v:.1f}" for k_, v in compile_s.items()) + ".")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         from jaxneurons.results import write_text
 
         write_text(args.out, text)
-    bad = total_diff > max(10, total_events * 1e-4)
-    if bad:
+    if total_diff > max(10, total_events * 1e-4):
         raise SystemExit(f"JAX and PyTorch counts disagree beyond float near-ties: {total_diff} of {total_events}")
 
 

@@ -1,5 +1,6 @@
 """The explorer in a real browser: headless Chromium (Debian's package; .ci/run installs it) loads the
-overview, the neuron index and a neuron page served by ``serve_results``, driven over the DevTools protocol.
+overview, the neuron index and a neuron page served by ``serve_results`` (and a heads results directory's
+heads page), driven over the DevTools protocol.
 Fails on any JavaScript exception or console error, any failed or 4xx/5xx request, audio elements whose
 files are not served, or images that do not decode; saves a screenshot of each page under tmp_path."""
 
@@ -149,3 +150,23 @@ def test_explorer_pages_in_headless_chromium(browser, tmp_path):
         server.shutdown()
     for name in ("overview", "index", "neuron"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+def test_heads_page_in_headless_chromium(browser, tmp_path):
+    from tests.test_head_top import build_heads_results
+
+    heads = build_heads_results(str(tmp_path / "heads"))
+    server, url = serve_results(heads["out"], ViewConfig(port=0))
+    try:
+        assert load(browser, url, str(tmp_path / "heads.png")) == []
+        sources = browser.evaluate("Array.from(document.querySelectorAll('audio')).map(a => a.src)")
+        assert len(set(sources)) == len({int(u) for u in heads["analysis"].metrics.top.utt.ravel() if u >= 0})
+        for src in set(sources):
+            with urllib.request.urlopen(src) as r:
+                assert r.status == 200 and r.read(4) == b"RIFF", src
+        duration = browser.evaluate("new Promise(r => { var a = document.querySelector('audio'); a.preload = 'auto';"
+                                    "a.addEventListener('loadedmetadata', () => r(a.duration)); a.load(); })")
+        assert 0 < duration <= 2.0 + 1e-3  # the clip: the utterance's first 2 s at most
+    finally:
+        server.shutdown()
+    assert (tmp_path / "heads.png").stat().st_size > 1000

@@ -14,13 +14,20 @@ from jaxneurons.stats import (
     StatsConfig,
     load_checkpoint,
     merge_examples,
+    native,
     reference_examples,
     run_scan,
 )
-from jaxneurons.stats.examples import empty_examples
+from jaxneurons.stats.examples import EMPTY, batch_examples, empty_examples, examples_to_numpy
 from tests.loopback import free_port, run_workers
 
 WIDTHS = (12, 20, 7)
+
+_NATIVE, _WHY = native.native_status()
+if native.native_required() and not _NATIVE:
+    raise RuntimeError(f"JAXNEURONS_REQUIRE_NATIVE=1 but the native statistics kernel is unavailable: {_WHY}")
+# Both example kernels: the native FFI one (what "auto" picks on CPU) and the XLA two-stage top-n.
+METHODS = [pytest.param("native", marks=pytest.mark.skipif(not _NATIVE, reason=f"native kernel: {_WHY}")), "topk"]
 
 
 def make_batches(seed: int, n: int, *, B: int = 8, T: int = 5, widths=WIDTHS, num_utts: int = 64):
@@ -181,3 +188,93 @@ def test_two_processes_equal_single_process(tmp_path):
     for out in outs:
         with np.load(out) as z:
             assert_equal_examples(dict(z), single.examples())
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("n", "T"), [(4, 5), (40, 37)])
+def test_both_kernels_match_numpy_reference(method, n, T):
+    """The native kernel (running-state bound, heaps) and the XLA path give the reference bits, also when most
+    frames of later batches cannot enter (6 batches: the bound from the running state rejects them)."""
+    batches = make_batches(7, 6, T=T)
+    stats, _ = run_scan(forward, None, batches, config(n), topk_method=method)
+    assert_equal_examples(stats.examples(), reference(batches, n))
+
+
+def random_state(rng, shape, n_empty):
+    """A sorted example state (L, D, n) with ties in value and in utterance, and n_empty empty trailing slots."""
+    v = np.round(rng.standard_normal(shape) * 2) / 2
+    u = rng.integers(0, 4, shape)
+    f = rng.integers(0, 50, shape)
+    flat = [(-v[i], u[i], f[i]) for i in np.ndindex(shape[:-1])]
+    out = {k: np.empty(shape, np.float32 if k == "value" else np.int32) for k in ("value", "utt", "frame")}
+    for i, (nv, uu, ff) in zip(np.ndindex(shape[:-1]), flat, strict=True):
+        o = np.lexsort((ff, uu, nv))
+        out["value"][i], out["utt"][i], out["frame"][i] = -nv[o], uu[o], ff[o]
+    if n_empty:
+        out["value"][..., -n_empty:] = -np.inf
+        out["utt"][..., -n_empty:] = EMPTY
+        out["frame"][..., -n_empty:] = EMPTY
+    return {f"examples/{k}": jnp.asarray(x) for k, x in out.items()}
+
+
+@pytest.mark.skipif(not _NATIVE, reason=f"native kernel: {_WHY}")
+def test_native_merge_equals_xla_merge():
+    rng = np.random.default_rng(8)
+    for n_empty_a, n_empty_b in ((0, 0), (2, 5), (6, 6)):
+        a = random_state(rng, (2, 9, 6), n_empty_a)
+        b = random_state(rng, (2, 9, 6), n_empty_b)
+        # distinct keys as in a scan: b's frames are offset so that no (utt, frame) is in both
+        b["examples/frame"] = jnp.where(b["examples/frame"] == EMPTY, EMPTY, b["examples/frame"] + 100)
+        want = merge_examples(a, b, native=False)
+        for got in (merge_examples(a, b, native=True), merge_examples(b, a, native=True)):
+            for k in want:
+                np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
+
+
+@pytest.mark.skipif(not _NATIVE, reason=f"native kernel: {_WHY}")
+def test_native_kernel_keeps_exactly_the_frames_before_the_running_bound():
+    """With a running state, the native batch candidates are the frames that come strictly before the state's
+    n-th entry (value ties broken by utterance, then frame), best first; merged, they give the reference."""
+    n = 3
+    first, second = make_batches(9, 2, T=6, widths=(10,))
+    running = merge_examples(empty_examples(1, 10, n), batch_examples(
+        [jnp.asarray(first["h"][0])], jnp.asarray(first["valid"]), jnp.asarray(first["utt_index"]), n, 10),
+        native=False)
+    part = batch_examples([jnp.asarray(second["h"][0])], jnp.asarray(second["valid"]),
+                          jnp.asarray(second["utt_index"]), n, 10, native=True, running=running)
+    h, valid, utt = second["h"][0], second["valid"] & (second["utt_index"] >= 0)[:, None], second["utt_index"]
+    bv, bu, bf = (np.asarray(running[f"examples/{k}"])[0, :, n - 1] for k in ("value", "utt", "frame"))
+    kept = 0
+    for d in range(10):
+        cands = [(float(h[b, t, d]) + 0.0, int(utt[b]), t) for b in range(h.shape[0]) for t in range(h.shape[1])
+                 if valid[b, t] and (h[b, t, d] > bv[d] or (h[b, t, d] == bv[d] and (utt[b], t) < (bu[d], bf[d])))]
+        cands.sort(key=lambda e: (-e[0], e[1], e[2]))
+        cands = cands[:n]
+        kept += len(cands)
+        got = [(float(v), int(u), int(f)) for v, u, f in zip(
+            *(np.asarray(part[f"examples/{k}"])[0, d] for k in ("value", "utt", "frame")), strict=True) if u != EMPTY]
+        assert got == cands, d
+    assert 0 < kept < 10 * n  # the bound really rejected frames, and some entered
+    merged = merge_examples(running, part, native=False)
+    assert_equal_examples(examples_to_numpy(merged), reference([first, second], n, widths=(10,)))
+
+
+@pytest.mark.parametrize("compact_fraction", [0.0, 0.5])
+def test_xla_path_restricted_to_neurons_that_can_enter_is_exact(compact_fraction):
+    """Late in a scan most neurons' running 16th value beats every frame of a batch: the XLA path then runs its
+    top-n on the few that can gain (compact_fraction 0.5: at most half of the layer), the rest come back empty.
+    Here the second batch is scaled down except in 3 of 20 neurons; merged, both give the reference."""
+    n, d = 3, 20
+    first, second = make_batches(10, 2, T=6, widths=(d,))
+    second["h"] = (np.where(np.arange(d) < 3, 1.0, 0.01).astype(np.float32) * second["h"][0],)
+
+    def candidates(b, running):
+        return batch_examples([jnp.asarray(b["h"][0])], jnp.asarray(b["valid"]), jnp.asarray(b["utt_index"]), n, d,
+                              running=running, compact_fraction=compact_fraction)
+
+    running = merge_examples(empty_examples(1, d, n), candidates(first, None), native=False)
+    part = candidates(second, running)
+    if compact_fraction:  # the neurons that could not gain really came back empty
+        assert (np.asarray(part["examples/utt"])[0, 3:] == EMPTY).all()
+    merged = merge_examples(running, part, native=False)
+    assert_equal_examples(examples_to_numpy(merged), reference([first, second], n, widths=(d,)))

@@ -52,7 +52,6 @@ def main(argv: list[str]) -> None:
     if not FLAGS.manifest or not FLAGS.out:
         sys.exit("error: --manifest and --out are required")
     from jaxneurons.models.checkpoint import load_model
-    from jaxneurons.progress import ProgressBar
 
     model_path = resolve_model_path(FLAGS.model)
     model = load_model(model_path)
@@ -64,14 +63,7 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         sys.exit(f"error: {e}")
     issues = DataIssues()
-    state = {"progress": None}
-
-    def progress(done: int, total: int) -> None:
-        if state["progress"] is None:
-            state["progress"] = ProgressBar(total, 0, desc="head metrics", unit="utt")
-        state["progress"](done)
-
-    analysis = run_heads(model, utts, options, issues=issues, progress=progress)
+    analysis = run_heads(model, utts, options, issues=issues)  # progress bar over the batches on a terminal
     with ResultsDir(FLAGS.out, "heads", flags={"model": model_path, "manifest": os.path.abspath(FLAGS.manifest),
                                                "options": dataclasses.asdict(options)}) as res:
         res.run["data_issues"] = issues.as_dict()
@@ -89,3 +81,4 @@ def main(argv: list[str]) -> None:
                   f"{_fmt(r['random_remove_mean'])}), kept only {_fmt(r['keep_only'])} "
                   f"(random {_fmt(r['random_keep_mean'])})")
     print(f"report: {os.path.join(FLAGS.out, 'report.html')}")
+    print(f"explorer: {os.path.join(FLAGS.out, 'explorer', 'index.html')} (or: jaxneurons view {FLAGS.out})")

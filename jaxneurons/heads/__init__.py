@@ -6,10 +6,15 @@ Study 4 (arXiv 2409.03115, after Yang, Liu & Lee 2020). Figures live in
 
 from jaxneurons.heads.accumulate import (
     HeadStats,
+    HeadTopUtterances,
     finalize_head_stats,
     init_head_stats,
+    init_head_top,
     merge_head_stats,
+    merge_head_top,
+    reference_head_top,
     update_head_stats,
+    update_head_top,
 )
 from jaxneurons.heads.classify import (
     HEAD_TYPES,
@@ -36,14 +41,19 @@ __all__ = [
     "UNTYPED",
     "VERTICALITY_KINDS",
     "HeadStats",
+    "HeadTopUtterances",
     "attention_map_metrics",
     "finalize_head_stats",
     "head_metrics",
     "head_types",
     "init_head_stats",
+    "init_head_top",
     "merge_head_stats",
+    "merge_head_top",
     "normalize_metrics",
+    "reference_head_top",
     "type_head_mask",
     "type_masks",
     "update_head_stats",
+    "update_head_top",
 ]

@@ -14,11 +14,16 @@ not data and are not counted anywhere.
 
 Sums are float32 (JAX default, no x64); each batch is summed first and then added to the running
 total, which limits rounding growth to one addition per batch.
+
+:class:`HeadTopUtterances` keeps, per layer x head x metric, the ``n`` utterances with the largest metric
+(the most diagonal / vertical / global utterances of each head, for the explorer), exactly and in O(L * H *
+3 * n) memory: :func:`update_head_top` merges each batch's valid, finite values into it on the host (a few
+hundred numbers per utterance, negligible next to the forward).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +31,8 @@ import numpy as np
 
 from jaxneurons.heads.metrics import METRIC_NAMES
 
-__all__ = ["HeadStats", "init_head_stats", "update_head_stats", "merge_head_stats", "finalize_head_stats"]
+__all__ = ["HeadStats", "HeadTopUtterances", "finalize_head_stats", "init_head_stats", "init_head_top",
+           "merge_head_stats", "merge_head_top", "reference_head_top", "update_head_stats", "update_head_top"]
 
 
 class HeadStats(NamedTuple):
@@ -131,3 +137,77 @@ def finalize_head_stats(stats: HeadStats) -> dict[str, np.ndarray]:
         "n_nan": np.asarray(stats.n_nan), "n_out_of_range": np.asarray(stats.n_out_of_range),
         "hist": np.asarray(stats.hist), "bin_edges": edges,
     }
+
+
+# ---------------------------------------------------------------- top utterances per head and metric
+
+_NO_UTT = np.iinfo(np.int64).max  # empty slots sort after every real utterance
+
+
+class HeadTopUtterances(NamedTuple):
+    """Per (layer, head, metric) the ``n`` utterances with the largest metric, best first.
+
+    Tie rule: larger value first, then the lower utterance index (manifest order), so every merge order
+    gives the same arrays. Empty slots (fewer than ``n`` utterances with a finite value): value NaN, utt -1.
+    """
+
+    value: np.ndarray  # (L, H, 3, n) float32
+    utt: np.ndarray  # (L, H, 3, n) int64 manifest index
+
+
+def init_head_top(n_layers: int, n_heads: int, n: int) -> HeadTopUtterances:
+    """Empty top lists (``n`` >= 1 slots per layer x head x metric)."""
+    if n < 1:
+        raise ValueError(f"top utterances per head: n must be >= 1, got {n}")
+    shape = (n_layers, n_heads, len(METRIC_NAMES), n)
+    return HeadTopUtterances(np.full(shape, np.nan, np.float32), np.full(shape, -1, np.int64))
+
+
+def _select_top(value: np.ndarray, utt: np.ndarray, n: int) -> HeadTopUtterances:
+    """First ``n`` along the last axis in the tie rule order; NaN values (undefined or empty) never rank."""
+    empty = np.isnan(value) | (utt < 0)
+    key_v = np.where(empty, np.inf, -value.astype(np.float64))
+    key_u = np.where(empty, _NO_UTT, utt)
+    order = np.lexsort((key_u, key_v), axis=-1)[..., :n]
+    v = np.take_along_axis(value, order, -1)
+    u = np.take_along_axis(utt, order, -1)
+    gone = np.take_along_axis(empty, order, -1)
+    return HeadTopUtterances(np.where(gone, np.nan, v).astype(np.float32), np.where(gone, -1, u).astype(np.int64))
+
+
+def update_head_top(top: HeadTopUtterances, metrics: Any, utt_index: Any, valid: Any | None = None
+                    ) -> HeadTopUtterances:
+    """Merge one batch: ``metrics`` (L, B, H, 3), ``utt_index`` (B,) manifest index of each row, ``valid``
+    (B,) bool real rows (default: every row with ``utt_index >= 0``). NaN metrics are skipped."""
+    m = np.asarray(metrics, np.float32)
+    utt = np.asarray(utt_index, np.int64)
+    if m.ndim != 4 or m.shape[1] != utt.shape[0] or m.shape[0] != top.value.shape[0] \
+            or m.shape[2] != top.value.shape[1] or m.shape[3] != top.value.shape[2]:
+        raise ValueError(f"metrics {m.shape} do not match the top lists {top.value.shape[:3]} and utt_index "
+                         f"{utt.shape}")
+    keep = (utt >= 0) if valid is None else (np.asarray(valid, bool) & (utt >= 0))
+    m, utt = m[:, keep], utt[keep]
+    cand_v = np.moveaxis(m, 1, -1)  # (L, H, 3, B')
+    cand_u = np.broadcast_to(utt, cand_v.shape)
+    return _select_top(np.concatenate([top.value, cand_v], -1), np.concatenate([top.utt, cand_u], -1),
+                       top.value.shape[-1])
+
+
+def merge_head_top(a: HeadTopUtterances, b: HeadTopUtterances) -> HeadTopUtterances:
+    """Combine the top lists of two disjoint sets of utterances (e.g. two shards)."""
+    if a.value.shape != b.value.shape:
+        raise ValueError(f"cannot merge top utterances of shapes {a.value.shape} and {b.value.shape}")
+    return _select_top(np.concatenate([a.value, b.value], -1), np.concatenate([a.utt, b.utt], -1),
+                       a.value.shape[-1])
+
+
+def reference_head_top(per_utt: np.ndarray, n: int) -> HeadTopUtterances:
+    """Plain-Python reference of the top lists from all per-utterance metrics (N, L, H, 3) (tests)."""
+    N, L, H, M = per_utt.shape
+    out = init_head_top(L, H, n)
+    for l, h, k in np.ndindex(L, H, M):
+        ranked = sorted((u for u in range(N) if not np.isnan(per_utt[u, l, h, k])),
+                        key=lambda u: (-float(per_utt[u, l, h, k]), u))[:n]
+        out.value[l, h, k, :len(ranked)] = per_utt[ranked, l, h, k]
+        out.utt[l, h, k, :len(ranked)] = ranked
+    return out

@@ -37,13 +37,16 @@ from jaxneurons.heads import (
     METRIC_NAMES,
     UNTYPED,
     VERTICALITY_KINDS,
+    HeadTopUtterances,
     finalize_head_stats,
     head_metrics,
     head_types,
     init_head_stats,
+    init_head_top,
     normalize_metrics,
     type_head_mask,
     update_head_stats,
+    update_head_top,
 )
 from jaxneurons.heads.classify import NORMALIZATIONS
 from jaxneurons.interventions import Ablation, random_controls
@@ -83,6 +86,8 @@ class HeadsConfig:
     pad_seconds: float = field_help(1.0, "Audio padded to multiples of this (few shapes to compile).")
     example_utterance: int = field_help(0, "Manifest index whose attention maps go into the figures.")
     keep_utterance_metrics: bool = field_help(True, "Keep the (N, L, H, 3) per-utterance metrics.")
+    top_utterances: int = field_help(5, "Utterances with the highest value of each metric kept per head, for the "
+                                     "explorer (0: none; not a setting of the study, which reports means).")
     ablation: bool = field_help(True, "Train the phone probe and run the head-ablation sweep.")
     random_controls: int = field_help(5, "Random same-size head sets (outside the type) per type ablation.")
     single_head_ablation: bool = field_help(False, "Also remove each head alone.")
@@ -94,8 +99,8 @@ class HeadsConfig:
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
-        if self.batch_size < 1 or self.random_controls < 0:
-            raise ValueError("batch_size must be >= 1, random_controls >= 0")
+        if self.batch_size < 1 or self.random_controls < 0 or self.top_utterances < 0:
+            raise ValueError("batch_size must be >= 1, random_controls >= 0, top_utterances >= 0")
         if self.ablation and "phone" not in self.probe.tasks:
             raise ValueError(f"the head ablation measures the phone probe; probe.tasks {self.probe.tasks} "
                              "lacks 'phone'")
@@ -133,6 +138,7 @@ class HeadMetrics:
     frame_lengths: np.ndarray  # (N,)
     num_traces: int
     seconds: float
+    top: HeadTopUtterances | None = None  # per head and metric, the utterances with the largest values
 
     @property
     def mean(self) -> np.ndarray:
@@ -157,9 +163,16 @@ def make_metrics_fn(graphdef: nnx.GraphDef, kinds: dict[str, Any], counter: list
 
 def stream_head_metrics(
     model: nnx.Module, utts: Sequence[Utterance], options: HeadsConfig, *, issues: DataIssues | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, show_progress: bool = True,
 ) -> HeadMetrics:
-    """One pass over ``utts``: per-utterance metrics per batch, accumulated per head (nothing else kept)."""
+    """One pass over ``utts``: per-utterance metrics per batch, accumulated per head (means, histograms and,
+    with ``options.top_utterances``, each head's top utterances per metric; nothing else kept).
+
+    ``progress(done, total)`` is called after every batch; ``show_progress``: a progress bar over the batches
+    (:mod:`jaxneurons.progress`: shown on a terminal only, ``JAXNEURONS_PROGRESS`` overrides).
+    """
+    from jaxneurons.progress import ProgressBar
+
     t0 = time.perf_counter()
     config = model.config
     n_layers, n_heads = config.num_hidden_layers, config.num_attention_heads
@@ -171,7 +184,9 @@ def stream_head_metrics(
     stats = init_head_stats(n_layers, n_heads, n_bins=options.n_bins, ranges=options.hist_ranges())
     per_utt = np.full((len(utts), n_layers, n_heads, 3), np.nan, np.float32) if options.keep_utterance_metrics \
         else None
+    top = init_head_top(n_layers, n_heads, options.top_utterances) if options.top_utterances else None
     frame_lengths = np.zeros(len(utts), np.int64)
+    bar = ProgressBar(len(loader), 0, desc="head metrics", unit="batch") if show_progress else None
     for k, batch in enumerate(loader):
         metrics, lengths = fn(state, batch.audio, batch.audio_lengths)
         stats = update_head_stats(stats, metrics, lengths=lengths)
@@ -180,9 +195,16 @@ def stream_head_metrics(
         frame_lengths[idx] = np.asarray(lengths)[rows]
         if per_utt is not None:
             per_utt[idx] = np.moveaxis(np.asarray(metrics), 1, 0)[rows]
+        if top is not None:
+            top = update_head_top(top, np.asarray(metrics)[:, rows], idx)
+        if bar is not None:
+            bar(k + 1)
         if progress is not None:
             progress(k + 1, len(loader))
-    return HeadMetrics(finalize_head_stats(stats), per_utt, frame_lengths, counter[0], time.perf_counter() - t0)
+    if bar is not None:
+        bar.close()
+    return HeadMetrics(finalize_head_stats(stats), per_utt, frame_lengths, counter[0], time.perf_counter() - t0,
+                       top)
 
 
 def utterance_attention(model: nnx.Module, utt: Utterance, issues: DataIssues | None = None) -> np.ndarray:
@@ -386,23 +408,25 @@ class HeadsAnalysis:
     example_id: str | None
     ablation: dict[str, Any] | None
     options: HeadsConfig
+    utterances: Sequence[Utterance] | None = None  # the analysed corpus (ids and audio for the explorer)
 
 
 def run_heads(
     model: nnx.Module, utts: Sequence[Utterance], options: HeadsConfig, *, issues: DataIssues | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, show_progress: bool = True,
 ) -> HeadsAnalysis:
     """Metrics, typing, example maps and (if ``options.ablation``) the ablation sweep."""
     if not utts:
         raise ValueError("no utterances")
-    metrics = stream_head_metrics(model, utts, options, issues=issues, progress=progress)
+    metrics = stream_head_metrics(model, utts, options, issues=issues, progress=progress,
+                                  show_progress=show_progress)
     log.info("head metrics of %d utterances in %.1f s", len(utts), metrics.seconds)
     typing = type_heads(metrics.mean, options)
     ex = options.example_utterance
     example = utterance_attention(model, utts[ex], issues) if 0 <= ex < len(utts) else None
     ablation = run_ablation(model, utts, typing.types, options, issues) if options.ablation else None
     return HeadsAnalysis(metrics, typing, example, utts[ex].utt_id if example is not None else None, ablation,
-                         options)
+                         options, list(utts))
 
 
 def layer_type_fractions(types: np.ndarray) -> dict[str, float]:
@@ -429,6 +453,17 @@ def write_heads_results(res, analysis: HeadsAnalysis, extra_text: str = "") -> d
     res.save_array("normalized_metrics", typing.normalized)
     if analysis.example is not None:
         res.save_array("example_attention", analysis.example)
+    if m.top is not None:
+        res.save_array("top_utterance_values", m.top.value)
+        res.save_array("top_utterance_indices", m.top.utt)
+        ids = [u.utt_id for u in analysis.utterances] if analysis.utterances else None
+        res.save_json("top_utterances", {
+            "metric_names": list(METRIC_NAMES), "n": int(m.top.value.shape[-1]),
+            "tie_rule": "larger value first, then the earlier utterance (manifest index)",
+            "heads": [{"layer": layer, "head": head, **{
+                name: [{"index": int(u), "utt_id": ids[u] if ids else None, "value": float(v)}
+                       for u, v in zip(m.top.utt[layer, head, k], m.top.value[layer, head, k], strict=True) if u >= 0]
+                for k, name in enumerate(METRIC_NAMES)}} for layer in range(n_layers) for head in range(n_heads)]})
     res.save_json("head_types", {**typing.to_json(), "normalize": opts.normalize,
                                  "thresholds": opts.thresholds, "metric_names": list(METRIC_NAMES),
                                  "kinds": opts.kinds})
@@ -527,6 +562,11 @@ def write_heads_results(res, analysis: HeadsAnalysis, extra_text: str = "") -> d
                            "accuracy change, one head removed", "delta frame accuracy", fmt="{:+.3f}",
                            cmap="RdBu")
             report.figure(path, "Frame phone accuracy change when each head alone is removed")
+    from jaxneurons.report.explorer import EXPLORER_DIR, write_heads_explorer
+
+    write_heads_explorer(res.tmp, analysis)
+    report.text(f"Heads explorer (types, top utterances per head with audio): {EXPLORER_DIR}/index.html (or "
+                "`jaxneurons view RESULTS_DIR`).")
     res.save_json("summary", summary)
     report.write(res.tmp)
     return summary

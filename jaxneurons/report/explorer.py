@@ -240,6 +240,15 @@ def write_spectrogram_png(path: str, mel: np.ndarray) -> None:
     Image.fromarray(rgb).save(path, optimize=True)
 
 
+def write_snippet(out: str, name: str, clip: np.ndarray, n_mels: int) -> int:
+    """``out/media/name.wav`` and its log-mel ``out/media/name.png``; returns the bytes written."""
+    wav, png = os.path.join(out, "media", f"{name}.wav"), os.path.join(out, "media", f"{name}.png")
+    os.makedirs(os.path.dirname(wav), exist_ok=True)
+    write_wav(wav, clip)
+    write_spectrogram_png(png, log_mel(clip, n_mels))
+    return os.path.getsize(wav) + os.path.getsize(png)
+
+
 # ---------------------------------------------------------------- HTML pieces
 
 CSS = """
@@ -294,13 +303,16 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _page(title: str, body: str, depth: int = 0) -> str:
+NEURON_NAV = (("index.html", "Overview"), ("neurons.html", "Neuron index"))
+
+
+def _page(title: str, body: str, depth: int = 0, nav: Sequence[tuple[str, str]] = NEURON_NAV) -> str:
     up = "../" * depth
+    links = "".join(f"<a href=\"{up}{href}\">{_e(text)}</a>" for href, text in nav)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
             "<link rel=\"icon\" href=\"data:,\">"
             f"<link rel=\"stylesheet\" href=\"{up}style.css\"></head><body><header>"
-            f"<a href=\"{up}index.html\">Overview</a><a href=\"{up}neurons.html\">Neuron index</a>"
-            f"<span>{_e(title)}</span></header><main>{body}</main></body></html>\n")
+            f"{links}<span>{_e(title)}</span></header><main>{body}</main></body></html>\n")
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
@@ -574,11 +586,7 @@ def write_explorer(
             for (uu, f), name in snippets.items():
                 if uu != u:
                     continue
-                clip = padded[centres[f]:centres[f] + 2 * half]
-                write_wav(os.path.join(out, "media", f"{name}.wav"), clip)
-                write_spectrogram_png(os.path.join(out, "media", f"{name}.png"), log_mel(clip, config.n_mels))
-                written += os.path.getsize(os.path.join(out, "media", f"{name}.wav"))
-                written += os.path.getsize(os.path.join(out, "media", f"{name}.png"))
+                written += write_snippet(out, name, padded[centres[f]:centres[f] + 2 * half], config.n_mels)
             for layer, d in neurons:
                 for uu, f in zip(examples["utt"][layer, d], examples["frame"][layer, d], strict=True):
                     if uu != u:
@@ -808,5 +816,122 @@ def write_multi_explorer(out_dir: str, summary: Mapping[str, Any]) -> str:
             body.append(f"<p>{metric}</p>" + _table([metric, *names], cells))
     write_text(os.path.join(out, "index.html"), _page("Multi-model scan", "".join(body)).replace(
         "<a href=\"neurons.html\">Neuron index</a>", ""))
+    write_text(os.path.join(out, "style.css"), CSS)
+    return os.path.join(out, "index.html")
+
+
+# ---------------------------------------------------------------- attention heads
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadsExplorerConfig:
+    """How much of each head's top utterances the heads explorer renders.
+
+    Attributes:
+      clip_seconds: audio from the start of each shown utterance (a head's metric is a property of the whole
+        utterance, so the clip is its beginning, not a frame's surroundings).
+      max_media_mb: hard cap on the clips + spectrograms (about 2 * 16000 * clip_seconds bytes per WAV);
+        utterances past it are listed without audio.
+      n_mels: mel bands of the spectrograms (25 ms Hann window, 10 ms hop).
+    """
+
+    clip_seconds: float = 2.0
+    max_media_mb: float = 20.0
+    n_mels: int = 40
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.clip_seconds <= 30 or self.max_media_mb < 0:
+            raise ValueError(f"clip_seconds must be in [0.1, 30] and max_media_mb >= 0, got {self.clip_seconds}, "
+                             f"{self.max_media_mb}")
+
+
+HEADS_NAV = (("index.html", "Heads"),)
+
+
+def write_heads_explorer(results_dir: str, analysis: Any, config: HeadsExplorerConfig = HeadsExplorerConfig()) -> str:
+    """``results_dir/explorer/index.html`` for a heads analysis: every head's type and mean metrics, and per head
+    and metric its top utterances (:class:`jaxneurons.heads.HeadTopUtterances`) with a playable clip and a
+    log-mel spectrogram (the utterance's first ``clip_seconds``; clips within ``max_media_mb``).
+
+    ``analysis``: a :class:`jaxneurons.pipeline.heads.HeadsAnalysis` (its ``utterances`` give ids and audio;
+    without them, or without top utterances, the page says so). Returns the page's path.
+    """
+    from jaxneurons.data import load_audio
+    from jaxneurons.heads import HEAD_TYPES, METRIC_NAMES
+
+    out = os.path.join(results_dir, EXPLORER_DIR)
+    os.makedirs(out, exist_ok=True)
+    typing, metrics = analysis.typing, analysis.metrics
+    types, mean = typing.types, metrics.mean
+    n_layers, n_heads = types.shape
+    utts = list(analysis.utterances or [])
+    top = metrics.top
+    type_name = [HEAD_TYPES[t] if t >= 0 else "untyped" for t in types.ravel()]
+
+    # ---- clips: utterances in the order they first appear in the top lists (best ranks first), within the cap
+    clips: dict[int, str] = {}
+    capped = why = ""
+    if top is None:
+        why = "This analysis kept no top utterances (HeadsConfig.top_utterances = 0)."
+    elif not utts:
+        why = "No audio: the analysis does not carry its utterances."
+    else:
+        cap, used = int(config.max_media_mb * 2**20), 0
+        for u in [int(u) for u in np.moveaxis(top.utt, -1, 0).ravel() if u >= 0]:
+            if u in clips:
+                continue
+            try:
+                audio = load_audio(utts[u].path, SAMPLE_RATE)
+            except (OSError, ValueError) as e:
+                log.warning("heads explorer: no clip for %s: %s", utts[u].utt_id, e)
+                continue
+            clip = audio[:int(config.clip_seconds * SAMPLE_RATE)]
+            if used + 2 * len(clip) + 3044 > cap:
+                capped = f"Clips capped at {config.max_media_mb:g} MB (max_media_mb): later utterances have none."
+                break
+            clips[u] = f"utt{u}"
+            used += write_snippet(out, clips[u], clip, config.n_mels)
+
+    body = ["<h1>Attention heads</h1>",
+            f"<p>{n_layers} layers x {n_heads} heads (layer 0 = first Transformer layer), "
+            f"{len(metrics.frame_lengths)} utterances. Type: the head's largest "
+            + ("raw metric" if analysis.options.normalize == "none" else
+               f"{_e(analysis.options.normalize)}-normalised metric (an option; the study types by raw metrics)")
+            + ". Metrics: mean over utterances, valid frames only.</p>"]
+    rows = []
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            link = f"<a href=\"#h{layer}.{head}\">{layer}.{head}</a>" if top is not None else f"{layer}.{head}"
+            rows.append([link, _e(type_name[layer * n_heads + head]),
+                         *(f"{mean[layer, head, k]:.3f}".replace("-0.000", "0.000")  # rounding noise
+                           for k in range(len(METRIC_NAMES)))])
+    body.append(_table(["head", "type", *METRIC_NAMES], rows, left=2))
+    body.append("<h2>Top utterances per head</h2>")
+    if why:
+        body.append(f"<p>{_e(why)}</p>")
+    else:
+        n = top.value.shape[-1]
+        body.append(f"<p class=\"note\">Per head and metric, the {n} utterances with the largest value (ties: "
+                    f"earlier utterance in the manifest), each with its first {config.clip_seconds:g} s of audio and "
+                    f"its log-mel spectrogram ({len(clips)} clips). {_e(capped)}</p>")
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                body.append(f"<h3 id=\"h{layer}.{head}\">Head {layer}.{head}: "
+                            f"{_e(type_name[layer * n_heads + head])}</h3>")
+                for k, metric in enumerate(METRIC_NAMES):
+                    cards = []
+                    for rank, (u, v) in enumerate(zip(top.utt[layer, head, k], top.value[layer, head, k],
+                                                      strict=True), 1):
+                        if u < 0:
+                            continue
+                        uid = utts[u].utt_id if u < len(utts) else str(u)
+                        media = "" if u not in clips else (
+                            f"<audio controls preload=\"none\" src=\"media/{clips[u]}.wav\"></audio>"
+                            f"<img src=\"media/{clips[u]}.png\" alt=\"log-mel spectrogram\">")
+                        cards.append(f"<div class=\"ex\"><div>#{rank} {metric} = {v:.3f} &middot; {_e(uid)}</div>"
+                                     f"{media}</div>")
+                    body.append(f"<p><b>{metric}</b></p>" + ("".join(cards) if cards else
+                                                              "<p>No utterance with a defined value.</p>"))
+    write_text(os.path.join(out, "index.html"), _page("Attention heads", "".join(body), nav=HEADS_NAV))
     write_text(os.path.join(out, "style.css"), CSS)
     return os.path.join(out, "index.html")

@@ -188,7 +188,7 @@ def batch_partials(
 
     tk = [c for c in config.conditions if "topk" in c.stats]
     pc = [c for c in config.conditions if "positive" in c.stats]
-    method = resolve_topk_method(topk_method) if tk or pc else topk_method
+    method = resolve_topk_method(topk_method) if tk or pc or config.examples else topk_method
 
     def offsets(conds):
         offs, R = {}, 0
@@ -254,7 +254,8 @@ def batch_partials(
             raise KeyError("the config keeps max-activating examples but the batch has no 'utt_index' (B,)")
         if utt_index.shape != (B,):
             raise ValueError(f"utt_index: shape {utt_index.shape}, expected (B,) = ({B},)")
-        out.update(batch_examples(layers, valid, utt_index, config.examples, D, axis_name=axis_name))
+        out.update(batch_examples(layers, valid, utt_index, config.examples, D, axis_name=axis_name,
+                                  native=method == "native", running=shifts))
 
     # ---- per-class moments of h and |h| (two passes: global batch mean, then centred squares).
     for c in config.conditions:

@@ -1,16 +1,21 @@
-"""Native XLA FFI CPU kernel for the statistics scan: top-k |h| and h > 0 counts in one pass per layer.
+"""Native XLA FFI CPU kernels for the statistics scan, each one pass over a layer's ``h``: top-k |h| and
+h > 0 counts (``counts.cc``), and the max-activating examples (``examples.cc``).
 
-``counts.cc`` (next to this file) is compiled on first use with the C++ compiler (``$JAXNEURONS_CXX``,
-else ``$CXX``, else ``g++``) into a per-user cache directory (``$JAXNEURONS_CACHE_DIR``, else
-``$XDG_CACHE_HOME/jaxneurons``, else ``~/.cache/jaxneurons``), keyed by a hash of the source, the flags,
-the compiler's version, jaxlib's version and the CPU (``-march=native``; a portable build is tried if
-that fails). The library is written to a temporary file and ``os.replace``d, under a file lock, so
-concurrent processes (pytest-xdist workers, multi-process scans) never load a torn file. A compile error
-leaves a ``.failed`` note next to where the library would be, so later processes fall back at once.
+The sources (next to this file) are compiled together into one library on first use with the C++
+compiler (``$JAXNEURONS_CXX``, else ``$CXX``, else ``g++``) into a per-user cache directory
+(``$JAXNEURONS_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxneurons``, else ``~/.cache/jaxneurons``), keyed
+by a hash of the sources, the flags, the compiler's version, jaxlib's version and the CPU
+(``-march=native``; a portable build is tried if that fails). The library is written to a temporary
+file and ``os.replace``d, under a file lock, so concurrent processes (pytest-xdist workers,
+multi-process scans) never load a torn file. A compile error leaves a ``.failed`` note next to where
+the library would be, so later processes fall back at once.
 
 Why native: on XLA CPU, ``lax.top_k`` is a single-threaded per-row partial sort and the ``h > 0``
 counts a memory-bound float matmul; together they were ~11 % of a base-size forward. The kernel reads
 each layer's ``h`` once (see ``counts.cc`` for the algorithm and the tie rule, which is lax.top_k's).
+For the examples, XLA's two ``lax.top_k(k=16)`` per layer and the O(n^2) merge ranks cost more than the
+whole scan statistics; ``examples.cc`` compares each neuron with its running n-th value in one SIMD pass
+and touches a small heap only when it is beaten, and merges two sorted lists in O(n).
 
 ``JAXNEURONS_NATIVE=0`` disables it; without a compiler, when the build fails, or on a non-CPU backend,
 ``topk_method="auto"`` uses the pure-XLA path and logs one warning saying why.
@@ -40,7 +45,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TARGET = "jaxneurons_neuron_counts"
-SOURCE = "counts.cc"
+EXAMPLES_TARGET = "jaxneurons_top_examples"
+MERGE_TARGET = "jaxneurons_merge_examples"
+SOURCES = ("counts.cc", "examples.cc")
+# FFI target name -> exported handler symbol of the library
+SYMBOLS = {TARGET: "NeuronCounts", EXAMPLES_TARGET: "TopExamples", MERGE_TARGET: "MergeExamples"}
 BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
 # Tried in order: -march=native for the SIMD prefilter, then a portable build (e.g. compilers without it).
 ARCH_FLAGS = (("-march=native",), ())
@@ -75,8 +84,8 @@ def _cpu_id() -> str:
     return info
 
 
-def _source() -> bytes:
-    return resources.files(__name__).joinpath(SOURCE).read_bytes()
+def _sources() -> dict[str, bytes]:
+    return {name: resources.files(__name__).joinpath(name).read_bytes() for name in SOURCES}
 
 
 def _build(cache_dir: str, cxx: str) -> str:
@@ -90,15 +99,15 @@ def _build(cache_dir: str, cxx: str) -> str:
         raise RuntimeError(f"C++ compiler {exe} does not run: {e}") from e
     import jaxlib
 
-    src = _source()
+    srcs = _sources()
     include = jax.ffi.include_dir()
     os.makedirs(cache_dir, exist_ok=True)
     errors = []
     for arch in ARCH_FLAGS:
         flags = (*BASE_FLAGS, *arch)
-        key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), version.encode(),
+        key = hashlib.sha256(b"\0".join([*srcs.values(), " ".join(flags).encode(), version.encode(),
                                          jaxlib.__version__.encode(), _cpu_id().encode()])).hexdigest()[:20]
-        path = os.path.join(cache_dir, f"neuron_counts-{key}.so")
+        path = os.path.join(cache_dir, f"native_stats-{key}.so")
         failed = path + ".failed"  # a compile error, kept so that later processes do not retry in vain
         if os.path.exists(path):
             return path
@@ -109,11 +118,13 @@ def _build(cache_dir: str, cxx: str) -> str:
                 errors.append(f"{' '.join(flags)}: failed before (delete {failed} to retry)")
                 continue
             with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".build-") as tmp:
-                src_path = os.path.join(tmp, SOURCE)
-                with open(src_path, "wb") as fh:
-                    fh.write(src)
+                src_paths = []
+                for name, text in srcs.items():
+                    src_paths.append(os.path.join(tmp, name))
+                    with open(src_paths[-1], "wb") as fh:
+                        fh.write(text)
                 out = os.path.join(tmp, "lib.so")
-                cmd = [exe, *flags, "-isystem", include, src_path, "-o", out]
+                cmd = [exe, *flags, "-isystem", include, *src_paths, "-o", out]
                 try:
                     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
                 except (OSError, subprocess.SubprocessError) as e:
@@ -151,11 +162,13 @@ def _load() -> tuple[bool, str]:
         return False, "disabled by JAXNEURONS_NATIVE=0"
     try:
         path = _build(_cache_dir(), _compiler())
-        if TARGET not in _registered:
+        if any(t not in _registered for t in SYMBOLS):
             lib = ctypes.CDLL(path)
             _libs.append(lib)
-            jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.NeuronCounts), platform="cpu")
-            _registered.add(TARGET)
+            for target, symbol in SYMBOLS.items():
+                if target not in _registered:
+                    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+                    _registered.add(target)
         return True, path
     except Exception as e:  # any build / load / registration failure: fall back to XLA
         return False, str(e)
@@ -244,6 +257,58 @@ def neuron_counts(h: jax.Array, rows: jax.Array, *, k: int, n_topk: int, topk_ro
     return call(h.astype(jnp.float32), rows.astype(jnp.int32), k=np.int64(k), n_topk=np.int64(n_topk))
 
 
+def top_examples(h: jax.Array, utt: jax.Array, frame: jax.Array, bound: tuple[jax.Array, jax.Array, jax.Array],
+                 *, n: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A batch's top-``n`` frames per neuron that can enter a running example state (the native kernel).
+
+    ``h``: (N, D) float32 activations of one layer (or (..., N, D) stacked layers); ``utt`` / ``frame``:
+    (N,) int32 global utterance and frame index of every row (``utt < 0``: not counted); ``bound``: the
+    running state's n-th entry per neuron, (value, utt, frame) each (..., D) (``-inf, EMPTY, EMPTY`` = no
+    bound). Returns (value, utt, frame), each (..., D, n), best first under the tie rule of
+    :mod:`jaxneurons.stats.examples`, empty slots ``-inf, EMPTY, EMPTY``: only frames that come strictly
+    before the bound are kept, which is all the exact merge with that state needs.
+    """
+    if h.ndim < 2 or utt.shape != (h.shape[-2],) or frame.shape != utt.shape or n < 1:
+        raise ValueError(f"top_examples: h {h.shape}, utt {utt.shape}, frame {frame.shape}, n {n} are inconsistent")
+    lead = tuple(h.shape[:-2]) + (h.shape[-1],)
+    if any(b.shape != lead for b in bound):
+        raise ValueError(f"top_examples: bounds {[b.shape for b in bound]} must all be {lead}")
+    ok, detail = native_status()  # registers the FFI target before it is lowered
+    if not ok:
+        raise RuntimeError(f"the native statistics kernel is unavailable: {detail}")
+    shape = (*lead, n)
+    call = jax.ffi.ffi_call(
+        EXAMPLES_TARGET,
+        (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.int32),
+         jax.ShapeDtypeStruct(shape, jnp.int32)),
+        vmap_method="sequential",
+    )
+    bv, bu, bf = bound
+    return call(h.astype(jnp.float32), utt.astype(jnp.int32), frame.astype(jnp.int32), bv.astype(jnp.float32),
+                bu.astype(jnp.int32), bf.astype(jnp.int32), n=np.int64(n))
+
+
+def merge_top_examples(a: tuple[jax.Array, jax.Array, jax.Array],
+                       b: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The first n of two example lists (value, utt, frame), each (..., n) and sorted best first under the
+    tie rule of :mod:`jaxneurons.stats.examples` (the native kernel: a two-pointer merge per neuron)."""
+    shape = a[0].shape
+    if any(x.shape != shape for x in (*a, *b)) or not shape:
+        raise ValueError(f"merge_top_examples: shapes {[x.shape for x in (*a, *b)]} differ")
+    ok, detail = native_status()
+    if not ok:
+        raise RuntimeError(f"the native statistics kernel is unavailable: {detail}")
+    call = jax.ffi.ffi_call(
+        MERGE_TARGET,
+        (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.int32),
+         jax.ShapeDtypeStruct(shape, jnp.int32)),
+        vmap_method="sequential",
+    )
+    dtypes = (jnp.float32, jnp.int32, jnp.int32)
+    return call(*(x.astype(t) for x, t in zip(a, dtypes, strict=True)),
+                *(x.astype(t) for x, t in zip(b, dtypes, strict=True)))
+
+
 def reference_counts(h: np.ndarray, rows: np.ndarray, *, k: int, n_topk: int, topk_rows: int,
                      positive_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """NumPy reference of :func:`neuron_counts` for one layer (N, D) (tests): a stable sort of -|h| gives
@@ -262,4 +327,5 @@ def reference_counts(h: np.ndarray, rows: np.ndarray, *, k: int, n_topk: int, to
     return ct, cp
 
 
-__all__ = ["native_status", "neuron_counts", "reference_counts", "reset", "resolve_topk_method"]
+__all__ = ["merge_top_examples", "native_status", "neuron_counts", "reference_counts", "reset",
+           "resolve_topk_method", "top_examples"]
