@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import html.parser
 import os
 import socket
 import subprocess
@@ -414,3 +415,86 @@ def build_results(root: str, manifest: str | None = None) -> dict:
         _, report = write_scan_results(res, plan, stats, scored)
         report.write(res.tmp)
     return {"out": out, "stats": stats, "plan": plan, "utts": utts, "model": model}
+
+
+# ------------------------------------------------------------------ explorer HTML: references, heads results
+
+class HtmlRefs(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs, self.ids, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if "id" in a:
+            self.ids.append(a["id"])
+        for key in ("href", "src"):
+            if a.get(key) is not None:
+                self.refs.append((tag, key, a[key]))
+
+
+def parse(path):
+    """The references (href/src), ids and tags of the HTML file at ``path``."""
+    p = HtmlRefs()
+    p.feed(read(path))
+    return p
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def build_heads_results(root: str) -> dict:
+    """A heads results directory (tiny random model, small synthetic corpus, no ablation) under ``root``."""
+    from jaxneurons.data import generate_corpus, read_manifest
+    from jaxneurons.models import build_model
+    from jaxneurons.pipeline.heads import HeadsConfig, run_heads, write_heads_results
+    from jaxneurons.results import ResultsDir
+
+    corpus = read_manifest(generate_corpus(os.path.join(root, "corpus"), num_speakers=2, minutes=0.15,
+                                           languages=["en"], seed=3, progress=False))
+    options = HeadsConfig(batch_size=3, ablation=False, top_utterances=3)
+    analysis = run_heads(build_model(TINY_MELHUBERT, seed=0), corpus, options, show_progress=False)
+    out = os.path.join(root, "results")
+    with ResultsDir(out, "heads", flags={}) as res:
+        write_heads_results(res, analysis)
+    return {"out": out, "analysis": analysis, "corpus": corpus}
+
+
+# ------------------------------------------------------------------ max-activating examples: tied activations
+
+EXAMPLE_WIDTHS = (12, 20, 7)
+
+
+def example_batches(seed: int, n: int, *, B: int = 8, T: int = 5, widths=EXAMPLE_WIDTHS, num_utts: int = 64):
+    """Batches of per-layer activations with many exact ties (values on a 0.5 grid, zeros, -0.0), rows in
+    shuffled utterance order, padding rows (-1) and padded frames."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(num_utts)
+    out = []
+    for i in range(n):
+        utt = order[i * B:(i + 1) * B].astype(np.int32)
+        utt[rng.random(B) < 0.2] = -1  # padding rows
+        hs = []
+        for w in widths:
+            h = (np.round(rng.standard_normal((B, T, w)) * 2) / 2).astype(np.float32)
+            h[h == 0] = np.where(rng.random(int((h == 0).sum())) < 0.5, -0.0, 0.0)
+            hs.append(h)
+        lengths = rng.integers(1, T + 1, B)
+        out.append({"h": tuple(hs), "valid": np.arange(T)[None, :] < lengths[:, None], "utt_index": utt,
+                    "labels": {"phone": rng.integers(-1, 3, (B, T)).astype(np.int32)}})
+    return out
+
+
+def example_forward(params, batch):
+    """The scan's forward for precomputed activations: the batch carries them."""
+    return batch["h"], batch["valid"]
+
+
+def example_config(n: int, widths=EXAMPLE_WIDTHS):
+    """Statistics with ``n`` top examples per neuron and one 3-class condition."""
+    from jaxneurons.stats import ConditionSpec, StatsConfig
+
+    return StatsConfig(widths=widths, conditions=(ConditionSpec("phone", 3),), rho=0.2, examples=n)

@@ -4,7 +4,6 @@ what the scan found (top examples with audio, traces, profiles; sentences instea
 from __future__ import annotations
 
 import html
-import html.parser
 import os
 import re
 import wave
@@ -16,38 +15,13 @@ import pytest
 from jaxneurons.data import load_audio
 from jaxneurons.models import forward_with_captures
 from jaxneurons.report.explorer import EXPLORER_DIR, example_group_shares, write_multi_explorer
-from tests.explorer_fixture import EXAMPLES, build_results
+from tests.helpers import EXPLORER_EXAMPLES as EXAMPLES
+from tests.helpers import build_results, parse, read
 
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     return build_results(str(tmp_path_factory.mktemp("explorer")))
-
-
-class _Refs(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.refs, self.ids, self.tags = [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.tags.append((tag, a))
-        if "id" in a:
-            self.ids.append(a["id"])
-        for key in ("href", "src"):
-            if a.get(key) is not None:
-                self.refs.append((tag, key, a[key]))
-
-
-def parse(path):
-    p = _Refs()
-    p.feed(read(path))
-    return p
-
-
-def read(path):
-    with open(path) as f:
-        return f.read()
 
 
 def pages(out):

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from jaxneurons.report.serve import ViewConfig, serve_results
-from tests.explorer_fixture import build_results
+from tests.helpers import build_heads_results, build_results
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow,
@@ -153,7 +153,6 @@ def test_explorer_pages_in_headless_chromium(browser, tmp_path):
 
 
 def test_heads_page_in_headless_chromium(browser, tmp_path):
-    from tests.test_head_top import build_heads_results
 
     heads = build_heads_results(str(tmp_path / "heads"))
     server, url = serve_results(heads["out"], ViewConfig(port=0))

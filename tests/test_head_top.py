@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from jaxneurons.heads import init_head_top, merge_head_top, reference_head_top, update_head_top
-from jaxneurons.models import SpeechConfig, build_model
-from jaxneurons.pipeline.heads import HeadsConfig, run_heads, write_heads_results
-from jaxneurons.results import ResultsDir
-from tests.test_explorer import parse, read
+from jaxneurons.pipeline.heads import HeadsConfig
+from tests.helpers import TINY_MELHUBERT as TINY
+from tests.helpers import build_heads_results, parse, read
 
 L, H = 2, 3
 
@@ -79,24 +78,6 @@ def test_bad_shapes_and_sizes_are_errors():
 
 
 # ---------------------------------------------------------------- the pipeline and the explorer page
-
-TINY = SpeechConfig(family="melhubert", hidden_size=32, num_hidden_layers=L, num_attention_heads=H - 1,
-                    intermediate_size=64, num_mel_bins=16, num_conv_pos_embeddings=5, num_conv_pos_embedding_groups=2)
-
-
-def build_heads_results(root: str) -> dict:
-    """A heads results directory (tiny random model, small synthetic corpus, no ablation) under ``root``."""
-    from jaxneurons.data import generate_corpus, read_manifest
-
-    corpus = read_manifest(generate_corpus(os.path.join(root, "corpus"), num_speakers=2, minutes=0.15,
-                                           languages=["en"], seed=3, progress=False))
-    options = HeadsConfig(batch_size=3, ablation=False, top_utterances=3)
-    analysis = run_heads(build_model(TINY, seed=0), corpus, options, show_progress=False)
-    out = os.path.join(root, "results")
-    with ResultsDir(out, "heads", flags={}) as res:
-        write_heads_results(res, analysis)
-    return {"out": out, "analysis": analysis, "corpus": corpus}
-
 
 @pytest.fixture(scope="module")
 def heads_dir(tmp_path_factory):

@@ -10,8 +10,6 @@ import pytest
 
 from jaxneurons.parallel import make_mesh
 from jaxneurons.stats import (
-    ConditionSpec,
-    StatsConfig,
     load_checkpoint,
     merge_examples,
     native,
@@ -19,43 +17,17 @@ from jaxneurons.stats import (
     run_scan,
 )
 from jaxneurons.stats.examples import EMPTY, batch_examples, empty_examples, examples_to_numpy
-from tests.loopback import free_port, run_workers
-
-WIDTHS = (12, 20, 7)
+from tests.helpers import EXAMPLE_WIDTHS as WIDTHS
+from tests.helpers import example_batches as make_batches
+from tests.helpers import example_config as config
+from tests.helpers import example_forward as forward
+from tests.helpers import free_port, run_workers
 
 _NATIVE, _WHY = native.native_status()
 if native.native_required() and not _NATIVE:
     raise RuntimeError(f"JAXNEURONS_REQUIRE_NATIVE=1 but the native statistics kernel is unavailable: {_WHY}")
 # Both example kernels: the native FFI one (what "auto" picks on CPU) and the XLA two-stage top-n.
 METHODS = [pytest.param("native", marks=pytest.mark.skipif(not _NATIVE, reason=f"native kernel: {_WHY}")), "topk"]
-
-
-def make_batches(seed: int, n: int, *, B: int = 8, T: int = 5, widths=WIDTHS, num_utts: int = 64):
-    """Batches of per-layer activations with many exact ties (values on a 0.5 grid, zeros, -0.0), rows in
-    shuffled utterance order, padding rows (-1) and padded frames."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(num_utts)
-    out = []
-    for i in range(n):
-        utt = order[i * B:(i + 1) * B].astype(np.int32)
-        utt[rng.random(B) < 0.2] = -1  # padding rows
-        hs = []
-        for w in widths:
-            h = (np.round(rng.standard_normal((B, T, w)) * 2) / 2).astype(np.float32)
-            h[h == 0] = np.where(rng.random(int((h == 0).sum())) < 0.5, -0.0, 0.0)
-            hs.append(h)
-        lengths = rng.integers(1, T + 1, B)
-        out.append({"h": tuple(hs), "valid": np.arange(T)[None, :] < lengths[:, None], "utt_index": utt,
-                    "labels": {"phone": rng.integers(-1, 3, (B, T)).astype(np.int32)}})
-    return out
-
-
-def forward(params, batch):
-    return batch["h"], batch["valid"]
-
-
-def config(n: int, widths=WIDTHS) -> StatsConfig:
-    return StatsConfig(widths=widths, conditions=(ConditionSpec("phone", 3),), rho=0.2, examples=n)
 
 
 def reference(batches, n: int, widths=WIDTHS):
@@ -170,10 +142,10 @@ WORKER = textwrap.dedent("""
     init_distributed(f"127.0.0.1:{port}", 2, pid, local_devices=2, cpu=True)
     import jax
     from jaxneurons.stats import run_scan
-    from tests.test_stats_examples import config, forward, make_batches
-    batches = make_batches(5, 3, B=8)
+    from tests.helpers import example_batches, example_config, example_forward
+    batches = example_batches(5, 3, B=8)
     local = [jax.tree_util.tree_map(lambda x: x[4 * pid:4 * pid + 4], b) for b in batches]
-    stats, n = run_scan(forward, None, local, config(6), mesh=make_mesh())
+    stats, n = run_scan(example_forward, None, local, example_config(6), mesh=make_mesh())
     np.savez(out, **stats.examples())
 """)
 
