@@ -58,3 +58,11 @@ def test_pitch_on_a_corpus_without_voiced_frames_is_a_setting_error():
     f0 = np.linspace(100, 200, 10).astype(np.float32)
     edges = pitch_edges_from_data([UtteranceLabels(phone, np.zeros(10, bool), 0, f0)], inventory)
     np.testing.assert_allclose(edges, np.percentile(f0, [33, 66]))  # the study rule: 33rd / 66th
+
+
+def test_heads_with_a_missing_manifest_is_one_line_before_loading_the_model(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    res = run_python(["-m", "jaxneurons.cli", "heads", f"--manifest={missing}", f"--out={tmp_path / 'out'}"],
+                     returncodes=None, timeout=300)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines() == [f"error: {missing}: No such file or directory"], res.stderr

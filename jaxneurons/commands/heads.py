@@ -18,6 +18,7 @@ from absl import flags, logging
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
 from jaxneurons.data import DataIssues, read_manifest
+from jaxneurons.errors import error_line
 from jaxneurons.pipeline.heads import HeadsConfig, run_heads, write_heads_results
 from jaxneurons.results import ResultsDir
 
@@ -53,15 +54,16 @@ def main(argv: list[str]) -> None:
         sys.exit("error: --manifest and --out are required")
     from jaxneurons.models.checkpoint import load_model
 
-    model_path = resolve_model_path(FLAGS.model)
-    model = load_model(model_path)
-    utts = read_manifest(FLAGS.manifest)
-    if FLAGS.limit:
-        utts = utts[: FLAGS.limit]
+    # Cheap checks first: a bad manifest or option fails before the model is loaded.
     try:
         options = options_from_flags()
     except ValueError as e:
-        sys.exit(f"error: {e}")
+        sys.exit(error_line(e))
+    utts = read_manifest(FLAGS.manifest)
+    if FLAGS.limit:
+        utts = utts[: FLAGS.limit]
+    model_path = resolve_model_path(FLAGS.model)
+    model = load_model(model_path)
     issues = DataIssues()
     analysis = run_heads(model, utts, options, issues=issues)  # progress bar over the batches on a terminal
     with ResultsDir(FLAGS.out, "heads", flags={"model": model_path, "manifest": os.path.abspath(FLAGS.manifest),
