@@ -49,3 +49,42 @@ def test_a_model_without_a_recipe_needs_an_explicit_choice(tmp_path, audio):
         check_cpt_targets(PruningConfig(), model_dir)
     check_cpt_targets(PruningConfig(cpt_targets="fresh_mfcc_kmeans"), model_dir)
     check_cpt_targets(PruningConfig(updates_per_step=0), model_dir)  # no continued pre-training at all
+
+
+class _TextReport:
+    """Collects what pruning_section writes (text and table rows), draws nothing."""
+
+    def __init__(self):
+        self.texts: list[str] = []
+
+    def heading(self, _title):
+        pass
+
+    def text(self, text):
+        self.texts.append(text)
+
+    def table(self, *_args, **_kw):
+        pass
+
+    def figure(self, *_args, **_kw):
+        pass
+
+
+def test_pruning_report_does_not_describe_an_iterative_run_that_did_not_happen(tmp_path):
+    import dataclasses
+
+    from jaxneurons.studies.pruning import pruning_section
+
+    class _Res:
+        def file(self, name):
+            return str(tmp_path / name.replace("/", "_"))
+
+    unpruned = {"phone_accuracy": 0.5}
+    row = {"density": 0.5, "achieved_density": 0.5, "metrics": {"phone_accuracy": 0.4}}
+    for iterative in (False, True):
+        curves = {"settings": dataclasses.asdict(PruningConfig(iterative=iterative)), "unpruned": unpruned,
+                  "one_shot": {"L1": [row]}, "iterative": {}, "notes": [], "protected_neurons": 3}
+        report = _TextReport()
+        pruning_section(report, _Res(), curves, "the test neurons")
+        described = "updates of masked-prediction continued pre-training" in report.texts[0]
+        assert described == iterative, report.texts[0]

@@ -328,11 +328,13 @@ def pruning_section(report: Any, res: Any, curves: Mapping[str, Any], protected_
         f"Structured FFN pruning by the L1 score ‖W1[i,:]‖₁ + |b1[i]| + ‖W2[:,i]‖₁ (lowest removed, per layer). "
         f"'protected': {protected_what} ({curves.get('protected_neurons', '?')} neurons) are removed from the "
         f"candidates (strategy '{s['strategy']}', re-identified on the partly pruned model by a fresh scan). "
-        f"One-shot: one step to each density. Iterative: {s['neurons_per_step']} neurons per layer per step, "
-        f"{s['updates_per_step']} updates of masked-prediction continued pre-training after each step (lr "
-        f"{s['cpt_learning_rate']:g}, batch {s['cpt_batch_size']}, mask_prob {s['cpt_mask_prob']}, mask_length "
-        f"{s['cpt_mask_length']}; targets: {s['cpt_targets']}; the paper: 128 of 3072 per step, 20 steps, 25k "
-        "updates). Probes (one ProbeSuite "
+        "One-shot: one step to each density. "
+        + (f"Iterative: {s['neurons_per_step']} neurons per layer per step, "
+           f"{s['updates_per_step']} updates of masked-prediction continued pre-training after each step (lr "
+           f"{s['cpt_learning_rate']:g}, batch {s['cpt_batch_size']}, mask_prob {s['cpt_mask_prob']}, mask_length "
+           f"{s['cpt_mask_length']}; targets: {s['cpt_targets']}; the paper: 128 of 3072 per step, 20 steps, 25k "
+           "updates). " if s["iterative"] else "Iterative pruning: not run (iterative=False). ")
+        + "Probes (one ProbeSuite "
         "split and recipe) are retrained on each pruned model; the '... probe of the unpruned model' metrics apply "
         "the unpruned model's probes unchanged, which shows how far pruning moved the representation itself."
     )
