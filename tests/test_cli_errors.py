@@ -66,3 +66,40 @@ def test_heads_with_a_missing_manifest_is_one_line_before_loading_the_model(tmp_
                      returncodes=None, timeout=300)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines() == [f"error: {missing}: No such file or directory"], res.stderr
+
+
+def test_heads_on_error_raise_stops_with_one_line_and_record_leaves_the_file_out(tmp_path):
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from jaxneurons.data import Utterance, write_manifest
+    from jaxneurons.models import build_model
+    from jaxneurons.models.checkpoint import save_model
+    from tests.helpers import TINY_MELHUBERT
+
+    save_model(build_model(TINY_MELHUBERT, seed=0), str(tmp_path / "model"))
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(3):
+        path = str(tmp_path / f"u{i}.wav")
+        sf.write(path, (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+        utts.append(Utterance(f"u{i}", path, "s0", None, "en", 0.5, 16000, 8000))
+    bad = str(tmp_path / "nan.wav")
+    sf.write(bad, np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
+    manifest = write_manifest(str(tmp_path / "m.jsonl"),
+                              [utts[0], Utterance("nan", bad, "s0", None, "en", 0.5, 16000, 8000), *utts[1:]])
+    common = ["-m", "jaxneurons.cli", "heads", f"--model={tmp_path / 'model'}", f"--manifest={manifest}",
+              "--noablation", "--batch_size=2"]
+    res = run_python([*common, f"--out={tmp_path / 'raised'}", "--on_error=raise"], returncodes=None, timeout=300)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == f"error: {bad}: 8000 NaN/inf samples", res.stderr
+    assert not (tmp_path / "raised").exists()
+
+    res = run_python([*common, f"--out={tmp_path / 'recorded'}", "--on_error=record"], timeout=300)
+    assert "heads finished: 3 utterances" in res.stdout and bad in res.stderr
+    with open(tmp_path / "recorded" / "run.json") as f:
+        decoding = json.load(f)["data_decoding"]
+    assert decoding["utterances_used"] == 3 and decoding["utterances_total"] == 4
+    assert [x["path"] for x in decoding["left_out"]] == [bad]

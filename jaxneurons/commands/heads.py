@@ -18,6 +18,7 @@ from absl import flags, logging
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
 from jaxneurons.data import DataIssues, read_manifest
+from jaxneurons.data.decoded import DecodedDataset, DecodeOptions
 from jaxneurons.errors import error_line
 from jaxneurons.pipeline.heads import HeadsConfig, run_heads, write_heads_results
 from jaxneurons.results import ResultsDir
@@ -28,6 +29,7 @@ flags.DEFINE_string("out", None, "Results directory (written atomically).")
 flags.DEFINE_integer("limit", 0, "Use at most this many utterances (0: all).")
 # Every analysis setting comes from HeadsConfig (defaults and help there; probe settings as --probe_*).
 define_config_flags(HeadsConfig)
+define_config_flags(DecodeOptions)  # --on_error, as in jaxneurons scan
 FLAGS = flags.FLAGS
 
 
@@ -59,17 +61,29 @@ def main(argv: list[str]) -> None:
         options = options_from_flags()
     except ValueError as e:
         sys.exit(error_line(e))
+    decode = config_from_flags(DecodeOptions)
     utts = read_manifest(FLAGS.manifest)
     if FLAGS.limit:
         utts = utts[: FLAGS.limit]
     model_path = resolve_model_path(FLAGS.model)
     model = load_model(model_path)
     issues = DataIssues()
+    # Every file decoded once before the model runs: a bad one stops here ('raise') or is left out ('record').
+    decoded = DecodedDataset(utts, keep_audio=False, issues=issues, on_error=decode.on_error)
+    decoded.screen()
+    if decoded.left_out:
+        print(decoded.summary(), file=sys.stderr)
+    if not decoded.utts:
+        sys.exit(f"error: {FLAGS.manifest}: no usable utterances ({decoded.summary()})")
+    utts = decoded.utts
     analysis = run_heads(model, utts, options, issues=issues)  # progress bar over the batches on a terminal
     with ResultsDir(FLAGS.out, "heads", flags={"model": model_path, "manifest": os.path.abspath(FLAGS.manifest),
-                                               "options": dataclasses.asdict(options)}) as res:
+                                               "options": dataclasses.asdict(options),
+                                               "on_error": decode.on_error}) as res:
         res.run["data_issues"] = issues.as_dict()
-        text = f"Model: {model_path}. Manifest: {FLAGS.manifest} ({len(utts)} utterances). Data: {issues.summary()}."
+        res.run["data_decoding"] = decoded.record()
+        text = (f"Model: {model_path}. Manifest: {FLAGS.manifest} ({decoded.summary()}). "
+                f"Data: {issues.summary()}.")
         summary = write_heads_results(res, analysis, extra_text=text)
     logging.info("results written to %s", FLAGS.out)
     print(f"heads finished: {len(utts)} utterances -> {FLAGS.out}")
