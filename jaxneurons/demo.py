@@ -70,7 +70,6 @@ def ablation_probes(model, utts, result, *, seed: int = 0) -> dict:
 
 def main(_: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
-    from jaxneurons.data import DataIssues
     from jaxneurons.pipeline.scan import scan
     from jaxneurons.results import ResultsDir
     from jaxneurons.studies.common import load_setup
@@ -86,9 +85,9 @@ def main(_: list[str]) -> None:
     mc = model.config
     print(f"[2/4] scan of {len(utts)} utterances with {model_path} ({mc.family}, {mc.num_hidden_layers} layers, "
           f"{mc.intermediate_size} FFN neurons each)", flush=True)
-    issues = DataIssues()
+    issues = setup.issues
     result = scan(model, utts, options=demo_options(), work_dir=os.path.join(work, "scan.work"),
-                  model_id=model_path, issues=issues)
+                  model_id=model_path, decoded=setup.decoded, issues=issues)
     print("[3/4] ablation: zero each property's neurons vs a random same-size set; phone and gender probes",
           flush=True)
     ablation = ablation_probes(model, utts, result)

@@ -103,3 +103,26 @@ def test_heads_on_error_raise_stops_with_one_line_and_record_leaves_the_file_out
         decoding = json.load(f)["data_decoding"]
     assert decoding["utterances_used"] == 3 and decoding["utterances_total"] == 4
     assert [x["path"] for x in decoding["left_out"]] == [bad]
+
+
+def test_study_setup_screens_every_file_with_the_on_error_policy(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from jaxneurons.data import AudioError, Utterance, write_manifest
+    from jaxneurons.studies.common import DataConfig, load_setup
+
+    good = []
+    for i in range(2):
+        path = str(tmp_path / f"u{i}.wav")
+        sf.write(path, np.zeros(8000, np.float32), 16000)
+        good.append(Utterance(f"u{i}", path, "s0", None, "en", 0.5, 16000, 8000))
+    bad = str(tmp_path / "nan.wav")
+    sf.write(bad, np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
+    manifest = write_manifest(str(tmp_path / "m.jsonl"),
+                              [good[0], Utterance("nan", bad, "s0", None, "en", 0.5, 16000, 8000), good[1]])
+    with pytest.raises(AudioError, match="NaN"):
+        load_setup(DataConfig(manifest=manifest), str(tmp_path / "raised"))
+    setup = load_setup(DataConfig(manifest=manifest, on_error="record"), str(tmp_path / "recorded"))
+    assert [u.utt_id for u in setup.utts] == ["u0", "u1"] and setup.decoded.utts == setup.utts
+    assert [x.path for x in setup.decoded.left_out] == [bad] and "used 2 of 3 utterances" in setup.description

@@ -39,17 +39,16 @@ from jaxneurons.errors import SettingError
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("raise", "record")
+ON_ERROR_HELP = ("Unusable files (audio that is NaN, truncated, corrupt or not audio; transcriptions that break the "
+                 "reader): 'raise' stops at the first with one line naming it; 'record' leaves them out, counts "
+                 "them and lists them (run.json, the report).")
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
     """How a command treats files that cannot be used (flags: ``define_config_flags(DecodeOptions)``)."""
 
-    on_error: str = field_help(
-        "raise", "Unusable files (audio that is NaN, truncated, corrupt or not audio; transcriptions that break "
-        "the reader): 'raise' stops at the first with one line naming it; 'record' leaves them out, counts them "
-        "and lists them (run.json, the report).",
-        choices=ON_ERROR)
+    on_error: str = field_help("raise", ON_ERROR_HELP, choices=ON_ERROR)
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error)

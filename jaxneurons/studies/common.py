@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from jaxneurons.config_flags import field_help
+from jaxneurons.data.decoded import ON_ERROR, ON_ERROR_HELP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,7 @@ class DataConfig:
                                   "default evaluates on unheard speakers).")
     languages: tuple[str, ...] = field_help(("en",), "Languages of the synthetic corpus (en, tr).")
     max_utterances: int = field_help(0, "Use at most this many utterances of the manifest (0: all).")
+    on_error: str = field_help("raise", ON_ERROR_HELP, choices=ON_ERROR)
 
 
 @dataclasses.dataclass
@@ -41,6 +43,8 @@ class Setup:
     utts: list
     workdir: str
     description: str
+    decoded: Any = None  # DecodedDataset of ``utts`` (screened: every file decoded once), reused by the scan
+    issues: Any = None  # DataIssues of the whole run
 
 
 def corpus_summary(utts: Sequence) -> dict[str, Any]:
@@ -60,7 +64,8 @@ def work_dir(config: DataConfig, out_dir: str) -> str:
 def load_setup(config: DataConfig, out_dir: str) -> Setup:
     """Model and corpus of ``config`` (synthesising the corpus unless a manifest is given)."""
     from jaxneurons.assets import resolve_model_path
-    from jaxneurons.data import generate_corpus, read_manifest
+    from jaxneurons.data import DataIssues, generate_corpus, read_manifest
+    from jaxneurons.data.decoded import DecodedDataset
     from jaxneurons.models.checkpoint import load_model
 
     workdir = work_dir(config, out_dir)
@@ -72,6 +77,15 @@ def load_setup(config: DataConfig, out_dir: str) -> Setup:
         utts = utts[: config.max_utterances]
     if not utts:
         raise ValueError(f"{manifest}: no utterances")
+    # Every file decoded once before any model runs: a bad one stops here ('raise') or is left out ('record').
+    issues = DataIssues()
+    decoded = DecodedDataset(utts, issues=issues, on_error=config.on_error)
+    decoded.screen()
+    if decoded.left_out:
+        print(decoded.summary(), file=sys.stderr, flush=True)
+    if not decoded.utts:
+        raise ValueError(f"{manifest}: no usable utterances ({decoded.summary()})")
+    utts = decoded.utts
     model_path = resolve_model_path(config.model)
     model = load_model(model_path)
     cfg = model.config
@@ -79,8 +93,8 @@ def load_setup(config: DataConfig, out_dir: str) -> Setup:
     source = "manifest" if config.manifest else "synthetic espeak corpus"
     description = (f"Model: {model_path} ({cfg.family}, {cfg.num_hidden_layers} layers, {cfg.intermediate_size} "
                    f"FFN neurons per layer). Data: {source} {manifest} ({info['utterances']} utterances, "
-                   f"{info['speakers']} speakers, {info['minutes']} min).")
-    return Setup(model, model_path, manifest, utts, workdir, description)
+                   f"{info['speakers']} speakers, {info['minutes']} min; {decoded.summary()}).")
+    return Setup(model, model_path, manifest, utts, workdir, description, decoded, issues)
 
 
 @dataclasses.dataclass
@@ -102,8 +116,7 @@ def scan_study(data: DataConfig, out_dir: str, options: Any, *, name: str, banne
     ``WORKDIR/scan-<name>``). What would fail later fails first, before the scan: ``pruning`` (a PruningConfig:
     continued pre-training needs the model's target recipe) and ``probes`` (a ProbeSuiteConfig: its splits must
     exist on this corpus). ``banner`` is the step's progress line (``{utterances}``: the corpus size)."""
-    from jaxneurons.data import DataIssues
-    from jaxneurons.pipeline.scan import DecodedDataset, scan
+    from jaxneurons.pipeline.scan import scan
 
     setup = load_setup(data, out_dir)
     if pruning is not None:
@@ -114,8 +127,7 @@ def scan_study(data: DataConfig, out_dir: str, options: Any, *, name: str, banne
         from jaxneurons.probes import ProbeSuite
 
         ProbeSuite(setup.utts, probes)
-    issues = DataIssues()
-    decoded = DecodedDataset(setup.utts, issues=issues)
+    decoded, issues = setup.decoded, setup.issues
     print(banner.format(utterances=len(setup.utts)), file=sys.stderr, flush=True)
     result = scan(setup.model, setup.utts, options=options, work_dir=os.path.join(setup.workdir, f"scan-{name}"),
                   model_id=setup.model_path, decoded=decoded, issues=issues)
