@@ -126,3 +126,38 @@ def test_study_setup_screens_every_file_with_the_on_error_policy(tmp_path):
     setup = load_setup(DataConfig(manifest=manifest, on_error="record"), str(tmp_path / "recorded"))
     assert [u.utt_id for u in setup.utts] == ["u0", "u1"] and setup.decoded.utts == setup.utts
     assert [x.path for x in setup.decoded.left_out] == [bad] and "used 2 of 3 utterances" in setup.description
+
+
+def test_aape_and_modularity_corpora_are_screened_with_the_on_error_policy(tmp_path):
+    import dataclasses
+
+    import numpy as np
+    import soundfile as sf
+
+    from jaxneurons.data import AudioError, Utterance, write_manifest
+    from jaxneurons.studies import modularity
+    from jaxneurons.studies.corpora import make_corpora
+
+    def manifest(name, bad_too):
+        utts = []
+        for i in range(2):
+            path = str(tmp_path / f"{name}{i}.wav")
+            sf.write(path, np.zeros(8000, np.float32), 16000)
+            utts.append(Utterance(f"{name}{i}", path, "s0", None, "en", 0.5, 16000, 8000))
+        if bad_too:
+            bad = str(tmp_path / f"{name}-nan.wav")
+            sf.write(bad, np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
+            utts.insert(1, Utterance(f"{name}-nan", bad, "s0", None, "en", 0.5, 16000, 8000))
+        return write_manifest(str(tmp_path / f"{name}.jsonl"), utts)
+
+    a, b = manifest("a", bad_too=False), manifest("b", bad_too=True)
+    kwargs = dict(want_b=True, num_speakers=2, minutes=0.1, languages=("en",), seed=0, seed_b=1)
+    with pytest.raises(AudioError, match="b-nan.wav"):
+        make_corpora(str(tmp_path), a, b, **kwargs)
+    got = make_corpora(str(tmp_path), a, b, **kwargs, on_error="record")
+    assert [u.utt_id for u in got["A"][1]] == ["a0", "a1"] and [u.utt_id for u in got["B"][1]] == ["b0", "b1"]
+    config = dataclasses.replace(modularity.ModularityConfig(), manifest=a, manifest_b=b)
+    with pytest.raises(AudioError, match="b-nan.wav"):
+        modularity.corpora(config, str(tmp_path))
+    parts = modularity.corpora(dataclasses.replace(config, on_error="record"), str(tmp_path))
+    assert [u.utt_id for u in parts["B"][1]] == ["b0", "b1"]

@@ -284,7 +284,7 @@ def run(config: AAPEStudyConfig, out_dir: str) -> StudyResult:
     print("[1/5] corpora", file=sys.stderr, flush=True)
     corpora = make_corpora(work, c.manifest or None, c.manifest_b or None, want_b=bool(config.shared_tasks),
                            num_speakers=c.num_speakers, minutes=c.minutes, languages=c.languages, seed=c.seed,
-                           seed_b=c.seed_b)
+                           seed_b=c.seed_b, on_error=c.on_error)
     utts_by = {k: u for k, (_, u) in corpora.items()}
     specs = {"A": list(dict.fromkeys(config.tasks + config.shared_tasks))}
     if "B" in corpora:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from jaxneurons.config_flags import field_help
+from jaxneurons.data.decoded import ON_ERROR, ON_ERROR_HELP
 
 BUILTIN_KEYS = ("gender", "speaker", "language")
 CORPUS_KEY = "corpus"  # pseudo-label: which corpus (A / B) an utterance comes from
@@ -38,6 +40,7 @@ class CorporaConfig:
     seed: int = field_help(12345, "Corpus A seed (the default model was trained on seed 1); also probe split, "
                            "probe init and random controls.")
     seed_b: int = field_help(54321, "Corpus B seed (other speakers, accents, variants, pitch settings).")
+    on_error: str = field_help("raise", ON_ERROR_HELP, choices=ON_ERROR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,10 +166,27 @@ def usable_tasks(corpora: Mapping[str, Sequence[Any]], specs: Mapping[str, Seque
     return tasks, edges, skipped
 
 
+def screened_corpus(manifest: str, on_error: str = "raise") -> tuple[str, list]:
+    """(absolute manifest path, its usable utterances): every file decoded once before any model runs; an
+    unusable one stops the study (``on_error='raise'``) or is left out and named on stderr (``'record'``)."""
+    from jaxneurons.data import read_manifest
+    from jaxneurons.data.decoded import DecodedDataset
+
+    decoded = DecodedDataset(read_manifest(manifest), keep_audio=False, on_error=on_error)
+    decoded.screen()
+    if decoded.left_out:
+        print(f"{manifest}: {decoded.summary()}", file=sys.stderr, flush=True)
+    if not decoded.utts:
+        raise ValueError(f"{manifest}: no usable utterances ({decoded.summary()})")
+    return os.path.abspath(manifest), decoded.utts
+
+
 def make_corpora(work: str, manifest: str | None, manifest_b: str | None, *, want_b: bool, num_speakers: int,
-                 minutes: float, languages: Sequence[str], seed: int, seed_b: int) -> dict[str, tuple[str, list]]:
-    """{'A': (manifest, utts)[, 'B': ...]}: given manifests, or synthetic espeak corpora made in ``work``."""
-    from jaxneurons.data import generate_corpus, read_manifest
+                 minutes: float, languages: Sequence[str], seed: int, seed_b: int,
+                 on_error: str = "raise") -> dict[str, tuple[str, list]]:
+    """{'A': (manifest, utts)[, 'B': ...]}: given manifests, or synthetic espeak corpora made in ``work``; each
+    screened with ``on_error`` (:func:`screened_corpus`)."""
+    from jaxneurons.data import generate_corpus
 
     paths = {}
     paths["A"] = manifest or generate_corpus(os.path.join(work, f"corpus-A-seed{seed}"), num_speakers, minutes,
@@ -176,7 +196,7 @@ def make_corpora(work: str, manifest: str | None, manifest_b: str | None, *, wan
     elif want_b and not manifest:
         paths["B"] = generate_corpus(os.path.join(work, f"corpus-B-seed{seed_b}"), num_speakers, minutes,
                                      list(languages), seed=seed_b, progress=False)
-    return {k: (os.path.abspath(p), read_manifest(p)) for k, p in paths.items()}
+    return {k: screened_corpus(p, on_error) for k, p in paths.items()}
 
 
 def load_models(model_arg: str, twin: bool, twin_seed: int) -> tuple[str, dict[str, Any]]:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from jaxneurons.config_flags import field_help
+from jaxneurons.data.decoded import ON_ERROR, ON_ERROR_HELP
 from jaxneurons.interventions import InterventionError, NeuronSets
 from jaxneurons.probes import ProbeSuite, ProbeSuiteConfig
 from jaxneurons.scoring.selective import DEFAULT_FRACTIONS, selective_prune_masks
@@ -58,6 +59,7 @@ class ModularityConfig:
     languages: tuple[str, ...] = field_help(("en", "tr"), "Languages of the synthetic corpora.")
     seed: int = field_help(12345, "Corpus A seed (the default model was trained on seed 1); also nulls.")
     seed_b: int = field_help(54321, "Corpus B seed.")
+    on_error: str = field_help("raise", ON_ERROR_HELP, choices=ON_ERROR)
     tasks: tuple[str, ...] = field_help(("language", "gender", "pitch_setting/2", CORPUS_KEY),
                                         "Tasks over both corpora: gender, speaker, language, a label key, KEY/N "
                                         "(quantile bins) or 'corpus'. Tasks with < 2 classes are skipped.")
@@ -151,7 +153,8 @@ def task_classes(utts: Sequence[Any], specs: Sequence[str]) -> tuple[dict[str, l
 
 def corpora(config: ModularityConfig, work: str) -> dict[str, tuple[str, list]]:
     """{'A': (manifest, utts), 'B': ...}: given manifests, or synthetic espeak corpora made in ``work``."""
-    from jaxneurons.data import generate_corpus, read_manifest
+    from jaxneurons.data import generate_corpus
+    from jaxneurons.studies.corpora import screened_corpus
 
     paths = {"A": config.manifest or generate_corpus(os.path.join(work, f"corpus-A-seed{config.seed}"),
                                                      config.num_speakers, config.minutes, list(config.languages),
@@ -163,7 +166,7 @@ def corpora(config: ModularityConfig, work: str) -> dict[str, tuple[str, list]]:
                                      config.minutes, list(config.languages), seed=config.seed_b, progress=False)
     if len(paths) < 2:
         raise ValueError("the modularity study compares two corpora: give manifest_b with manifest")
-    return {k: (os.path.abspath(p), read_manifest(p)) for k, p in paths.items()}
+    return {k: screened_corpus(p, config.on_error) for k, p in paths.items()}
 
 
 def merged_corpus(parts: Mapping[str, Sequence[Any]], specs: Sequence[str]) -> tuple[list, list[str], dict, dict]:
