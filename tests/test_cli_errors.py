@@ -161,3 +161,5 @@ def test_aape_and_modularity_corpora_are_screened_with_the_on_error_policy(tmp_p
         modularity.corpora(config, str(tmp_path))
     parts = modularity.corpora(dataclasses.replace(config, on_error="record"), str(tmp_path))
     assert [u.utt_id for u in parts["B"][1]] == ["b0", "b1"]
+    assert [x["path"] for x in parts["B"][1].decoding["left_out"]] == [str(tmp_path / "b-nan.wav")]
+    assert parts["A"][1].decoding["left_out"] == [] and "used 2 of 3 utterances" in parts["B"][1].summary

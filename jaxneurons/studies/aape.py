@@ -341,8 +341,9 @@ def run(config: AAPEStudyConfig, out_dir: str) -> StudyResult:
     print("[5/5] report", file=sys.stderr, flush=True)
     with ResultsDir(out_dir, "aape", flags=dataclasses.asdict(config)) as res:
         res.run.update(model_path=model_path, manifests={k: p for k, (p, _) in corpora.items()},
+                       data_decoding={k: u.decoding for k, (_, u) in corpora.items()},
                        data_issues=issues.as_dict(), seconds=round(time.time() - t0, 1))
-        text = (f"Model: {model_path}. Corpora: " + "; ".join(f"{k}: {p} ({len(u)} utterances)"
+        text = (f"Model: {model_path}. Corpora: " + "; ".join(f"{k}: {p} ({u.summary})"
                                                               for k, (p, u) in corpora.items()) + ".")
         write_scan_dirs(res, scans, text)
         res.save_json("tasks", {"tasks": {k: [t.spec for t in ts] for k, ts in tasks.items()}, "bin_edges": edges,

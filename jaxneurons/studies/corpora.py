@@ -166,9 +166,19 @@ def usable_tasks(corpora: Mapping[str, Sequence[Any]], specs: Mapping[str, Seque
     return tasks, edges, skipped
 
 
-def screened_corpus(manifest: str, on_error: str = "raise") -> tuple[str, list]:
+class ScreenedUtterances(list):
+    """The usable utterances of a manifest (a list), with how they were screened: ``decoding`` (the JSON of
+    :meth:`~jaxneurons.data.decoded.DecodedDataset.record`, for run.json) and ``summary`` (its report line)."""
+
+    def __init__(self, utts: Sequence[Any], decoding: dict[str, Any], summary: str):
+        super().__init__(utts)
+        self.decoding, self.summary = decoding, summary
+
+
+def screened_corpus(manifest: str, on_error: str = "raise") -> tuple[str, ScreenedUtterances]:
     """(absolute manifest path, its usable utterances): every file decoded once before any model runs; an
-    unusable one stops the study (``on_error='raise'``) or is left out and named on stderr (``'record'``)."""
+    unusable one stops the study (``on_error='raise'``) or is left out, named on stderr and recorded in the
+    utterances' ``decoding`` (``'record'``)."""
     from jaxneurons.data import read_manifest
     from jaxneurons.data.decoded import DecodedDataset
 
@@ -178,7 +188,7 @@ def screened_corpus(manifest: str, on_error: str = "raise") -> tuple[str, list]:
         print(f"{manifest}: {decoded.summary()}", file=sys.stderr, flush=True)
     if not decoded.utts:
         raise ValueError(f"{manifest}: no usable utterances ({decoded.summary()})")
-    return os.path.abspath(manifest), decoded.utts
+    return os.path.abspath(manifest), ScreenedUtterances(decoded.utts, decoded.record(), decoded.summary())
 
 
 def make_corpora(work: str, manifest: str | None, manifest_b: str | None, *, want_b: bool, num_speakers: int,

@@ -405,9 +405,10 @@ def run(config: ModularityConfig, out_dir: str, *, progress: bool = True) -> Mod
     say("[6/6] report")
     with ResultsDir(out_dir, "modularity", flags={"config": dataclasses.asdict(config)}) as res:
         res.run.update(model_path=model_path, manifests={k: p for k, (p, _) in parts.items()},
+                       data_decoding={k: u.decoding for k, (_, u) in parts.items()},
                        data_issues=issues.as_dict(), seconds=round(time.time() - t0, 1))
         text = (f"Model: {model_path}. Corpora (datasets): " + "; ".join(
-            f"{k}: {p} ({len(u)} utterances)" for k, (p, u) in parts.items()) + f". Data: {issues.summary()}.")
+            f"{k}: {p} ({u.summary})" for k, (p, u) in parts.items()) + f". Data: {issues.summary()}.")
         _write_scan_dirs(res, scans, text)
         res.save_json("tasks", {"tasks": keys, "bin_edges": edges, "skipped": skipped})
         set_json: dict[str, Any] = {}
