@@ -18,7 +18,7 @@ from absl import flags, logging
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
 from jaxneurons.data import DataIssues, read_manifest
-from jaxneurons.data.decoded import DecodedDataset, DecodeOptions
+from jaxneurons.data.decoded import DecodeOptions, screen_corpus
 from jaxneurons.errors import error_line
 from jaxneurons.pipeline.heads import HeadsConfig, run_heads, write_heads_results
 from jaxneurons.results import ResultsDir
@@ -69,12 +69,7 @@ def main(argv: list[str]) -> None:
     model = load_model(model_path)
     issues = DataIssues()
     # Every file decoded once before the model runs: a bad one stops here ('raise') or is left out ('record').
-    decoded = DecodedDataset(utts, keep_audio=False, issues=issues, on_error=decode.on_error)
-    decoded.screen()
-    if decoded.left_out:
-        print(decoded.summary(), file=sys.stderr)
-    if not decoded.utts:
-        sys.exit(f"error: {FLAGS.manifest}: no usable utterances ({decoded.summary()})")
+    decoded = screen_corpus(utts, FLAGS.manifest, on_error=decode.on_error, keep_audio=False, issues=issues)
     utts = decoded.utts
     analysis = run_heads(model, utts, options, issues=issues)  # progress bar over the batches on a terminal
     with ResultsDir(FLAGS.out, "heads", flags={"model": model_path, "manifest": os.path.abspath(FLAGS.manifest),

@@ -34,7 +34,7 @@ from absl import flags, logging
 
 from jaxneurons.config_flags import config_from_flags, define_config_flags
 from jaxneurons.data import manifest_fingerprint, read_manifest
-from jaxneurons.data.decoded import DecodedDataset, DecodeOptions
+from jaxneurons.data.decoded import DecodeOptions, screen_corpus
 from jaxneurons.errors import error_line
 from jaxneurons.models import SpeechConfig, build_model
 from jaxneurons.models.checkpoint import load_model, save_model
@@ -94,12 +94,7 @@ def _load_corpus(manifest: str, limit: int, decode: DecodeOptions) -> tuple[list
         utts = utts[:limit]
     if not utts:
         sys.exit(f"error: {manifest}: no utterances")
-    decoded = DecodedDataset(utts, on_error=decode.on_error)
-    decoded.screen()  # every file decoded (and checked) once, before any training
-    if decoded.left_out:
-        print(decoded.summary(), file=sys.stderr)
-    if not decoded.utts:
-        sys.exit(f"error: {manifest}: no usable utterances ({decoded.summary()})")
+    decoded = screen_corpus(utts, manifest, on_error=decode.on_error)  # every file checked before any training
     return decoded.utts, decoded.all_audio(), decoded.record()
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -196,3 +197,19 @@ class DecodedDataset:
         kinds = ", ".join(f"{k}: {n}" for k, n in by_kind.items())
         return f"{line}; {len(self.left_out)} left out as unusable ({kinds}): " + ", ".join(
             item.path for item in self.left_out)
+
+
+def screen_corpus(utts: Sequence[Utterance], source: str, *, on_error: str = "raise", keep_audio: bool = True,
+                  issues: DataIssues | None = None) -> DecodedDataset:
+    """:class:`DecodedDataset` of ``utts`` with every file decoded once now, before any model runs: the first
+    unusable file raises (``on_error='raise'``) or every one is left out and the summary goes to stderr
+    (``'record'``); a corpus with no usable utterance is a ``ManifestError`` naming ``source``."""
+    from jaxneurons.data.manifest import ManifestError
+
+    decoded = DecodedDataset(utts, keep_audio=keep_audio, issues=issues, on_error=on_error)
+    decoded.screen()
+    if decoded.left_out:
+        print(f"{source}: {decoded.summary()}", file=sys.stderr, flush=True)
+    if not decoded.utts:
+        raise ManifestError(f"{source}: no usable utterances ({decoded.summary()})")
+    return decoded

@@ -65,7 +65,7 @@ def load_setup(config: DataConfig, out_dir: str) -> Setup:
     """Model and corpus of ``config`` (synthesising the corpus unless a manifest is given)."""
     from jaxneurons.assets import resolve_model_path
     from jaxneurons.data import DataIssues, generate_corpus, read_manifest
-    from jaxneurons.data.decoded import DecodedDataset
+    from jaxneurons.data.decoded import screen_corpus
     from jaxneurons.models.checkpoint import load_model
 
     workdir = work_dir(config, out_dir)
@@ -79,12 +79,7 @@ def load_setup(config: DataConfig, out_dir: str) -> Setup:
         raise ValueError(f"{manifest}: no utterances")
     # Every file decoded once before any model runs: a bad one stops here ('raise') or is left out ('record').
     issues = DataIssues()
-    decoded = DecodedDataset(utts, issues=issues, on_error=config.on_error)
-    decoded.screen()
-    if decoded.left_out:
-        print(decoded.summary(), file=sys.stderr, flush=True)
-    if not decoded.utts:
-        raise ValueError(f"{manifest}: no usable utterances ({decoded.summary()})")
+    decoded = screen_corpus(utts, manifest, on_error=config.on_error, issues=issues)
     utts = decoded.utts
     model_path = resolve_model_path(config.model)
     model = load_model(model_path)

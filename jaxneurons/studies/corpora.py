@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -180,14 +179,9 @@ def screened_corpus(manifest: str, on_error: str = "raise") -> tuple[str, Screen
     unusable one stops the study (``on_error='raise'``) or is left out, named on stderr and recorded in the
     utterances' ``decoding`` (``'record'``)."""
     from jaxneurons.data import read_manifest
-    from jaxneurons.data.decoded import DecodedDataset
+    from jaxneurons.data.decoded import screen_corpus
 
-    decoded = DecodedDataset(read_manifest(manifest), keep_audio=False, on_error=on_error)
-    decoded.screen()
-    if decoded.left_out:
-        print(f"{manifest}: {decoded.summary()}", file=sys.stderr, flush=True)
-    if not decoded.utts:
-        raise ValueError(f"{manifest}: no usable utterances ({decoded.summary()})")
+    decoded = screen_corpus(read_manifest(manifest), manifest, on_error=on_error, keep_audio=False)
     return os.path.abspath(manifest), ScreenedUtterances(decoded.utts, decoded.record(), decoded.summary())
 
 
