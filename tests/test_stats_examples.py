@@ -250,3 +250,25 @@ def test_xla_path_restricted_to_neurons_that_can_enter_is_exact(compact_fraction
         assert (np.asarray(part["examples/utt"])[0, 3:] == EMPTY).all()
     merged = merge_examples(running, part, native=False)
     assert_equal_examples(examples_to_numpy(merged), reference([first, second], n, widths=(d,)))
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_xla_path_with_and_without_the_conditional_boundary(isolate):
+    """The XLA path runs each device's candidates inside a ``lax.cond`` on CPU (``isolate``, so that XLA reads
+    the materialised h); with and without it, sharded over 8 devices of which two hold only padding rows
+    (their branch returns empty slots) and one only padded frames, the result is the reference."""
+    from jax.sharding import PartitionSpec as P
+
+    n = 5
+    (batch,) = make_batches(11, 1, B=16)
+    batch["utt_index"][[2, 3, 6, 7]] = -1  # devices 1 and 3 (rows 2-3, 6-7): padding rows only
+    batch["valid"][[10, 11]] = False       # device 5: rows whose frames are all padding
+    mesh = make_mesh(jax.devices()[:8])
+
+    def per_device(hs, valid, utt):
+        return batch_examples(list(hs), valid, utt, n, max(WIDTHS), axis_name="data", native=False,
+                              isolate=isolate)
+
+    fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("data"), P("data"), P("data")), out_specs=P()))
+    got = fn(tuple(jnp.asarray(h) for h in batch["h"]), jnp.asarray(batch["valid"]), jnp.asarray(batch["utt_index"]))
+    assert_equal_examples(examples_to_numpy(got), reference([batch], n))

@@ -226,7 +226,8 @@ def _bound(running: Mapping[str, jax.Array] | None, layer: int, d: int, n: int) 
 def batch_examples(layers: Sequence[jax.Array], valid: jax.Array, utt_index: jax.Array, n: int, width: int, *,
                    axis_name: str | None = None, chunk: int = 8, native: bool = False,
                    running: Mapping[str, jax.Array] | None = None,
-                   compact_fraction: float = COMPACT_FRACTION) -> dict[str, jax.Array]:
+                   compact_fraction: float = COMPACT_FRACTION,
+                   isolate: bool | None = None) -> dict[str, jax.Array]:
     """The batch's top-n frames of every neuron: three (L, width, n) arrays, merged over ``axis_name``.
 
     ``layers``: L arrays (B, T, D_l); ``valid``: (B, T) bool; ``utt_index``: (B,) global utterance index of
@@ -249,14 +250,36 @@ def batch_examples(layers: Sequence[jax.Array], valid: jax.Array, utt_index: jax
         frame = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T)).reshape(B * T)
         parts = [_native_layer(x, utt, frame, _bound(running, l, x.shape[-1], n), n, width)
                  for l, x in enumerate(layers)]
+        out = {f"{PREFIX}/{k}": jnp.stack([p[i] for p in parts]) for i, k in enumerate(KEYS)}
     else:
-        order = jnp.argsort(utt_index)  # utterance indices are distinct; padding rows (-1) first, all invalid
-        parts = [_layer_candidates(x, order, utt_index, valid, n, width, chunk,
-                                   _bound(running, l, x.shape[-1], n), compact_fraction) for l, x in enumerate(layers)]
-    out = {f"{PREFIX}/{k}": jnp.stack([p[i] for p in parts]) for i, k in enumerate(KEYS)}
+        def candidates(operands: tuple) -> dict[str, jax.Array]:
+            xs, ok, ids = operands
+            order = jnp.argsort(ids)  # utterance indices are distinct; padding rows (-1) first, all invalid
+            parts = [_layer_candidates(x, order, ids, ok, n, width, chunk, _bound(running, l, x.shape[-1], n),
+                                       compact_fraction) for l, x in enumerate(xs)]
+            return {f"{PREFIX}/{k}": jnp.stack([p[i] for p in parts]) for i, k in enumerate(KEYS)}
+
+        operands = (tuple(layers), valid, utt_index)
+        if isolate is None:
+            isolate = jax.default_backend() == "cpu"
+        if isolate:
+            # XLA:CPU otherwise fuses the layer's elementwise producer (the FFN's GELU, an expanded erf
+            # polynomial) into the examples' gather fusions, which run as scalar loops: +30 % of the forward
+            # instead of the kernel's own ~6 % (benchmarks/scan.md). A conditional's operands are materialised,
+            # so the branch reads h once; a device without valid frames skips the work (same result).
+            empty = empty_examples(len(layers), width, n)
+
+            def nothing(operands: tuple) -> dict[str, jax.Array]:
+                # the empty slots, typed like the operands (inside shard_map: varying over the mesh axis)
+                none = jnp.any(operands[1])
+                return {k: jnp.where(none, v, v) for k, v in empty.items()}
+
+            out = lax.cond(jnp.any(valid), candidates, nothing, operands)
+        else:
+            out = candidates(operands)
     if axis_name is not None:
         gathered = [_gather(out[f"{PREFIX}/{k}"], axis_name) for k in KEYS]  # (L, W, ndev * n)
-        out = dict(zip(out, _select(*gathered, n), strict=True))
+        out = dict(zip((f"{PREFIX}/{k}" for k in KEYS), _select(*gathered, n), strict=True))  # not out's order
     return out
 
 
