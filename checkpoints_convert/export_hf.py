@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -45,6 +43,7 @@ from flax import nnx
 
 from checkpoints_convert.hf_weights import CheckpointError, hf_key, to_hf_layout, unfold_weight_norm
 from jaxneurons.models.config import SpeechConfig, config_from_hf_dict
+from jaxneurons.results import atomic_directory
 
 SIDECAR = "jaxneurons_export.json"
 
@@ -216,21 +215,12 @@ def export_hf(model: nnx.Module, out_dir: str, *, pad_ffn: bool = False, overwri
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)) and not overwrite:
         raise ExportError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
-    try:
+    with atomic_directory(out_dir) as tmp:
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(hf_config, f, indent=2, sort_keys=True)
         save_file(weights, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(tmp, SIDECAR), "w") as f:
             json.dump(report, f, indent=2, sort_keys=True)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
 

@@ -15,6 +15,8 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
@@ -66,6 +68,37 @@ def write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def replace_directory(src: str, dest: str) -> None:
+    """Move the finished directory ``src`` to ``dest``; an existing ``dest`` is first renamed aside and removed
+    only after the swap, so a kill at any point leaves either the old or the new directory at ``dest``."""
+    if os.path.lexists(dest):
+        old = f"{dest}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(src, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dest)
+
+
+@contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+    """``with atomic_directory(path) as tmp:`` write the directory's files into ``tmp`` (a fresh sibling of
+    ``path``); on success it replaces ``path`` (:func:`replace_directory`), on any error it is removed and
+    ``path`` is left as it was. The one way this package writes a directory atomically."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is a normal directory
+    try:
+        yield tmp
+        replace_directory(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 class ResultsDir:
     """Collects one run's outputs in a temp directory; :meth:`commit` moves it to ``path``.
 
@@ -106,13 +139,7 @@ class ResultsDir:
     def commit(self) -> str:
         self.run["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         write_json(os.path.join(self.tmp, RUN_FILE), self.run)
-        if os.path.exists(self.path):
-            old = f"{self.path}.old-{os.getpid()}"
-            os.replace(self.path, old)
-            os.replace(self.tmp, self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.path)
+        replace_directory(self.tmp, self.path)
         return self.path
 
     def discard(self) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxneurons.report import Report, heatmap, layer_profile, training_curve
-from jaxneurons.results import ResultsDir, load_array, load_results
+from jaxneurons.results import ResultsDir, atomic_directory, load_array, load_results
 
 
 def test_results_dir_is_atomic(tmp_path):
@@ -25,6 +25,26 @@ def test_results_dir_is_atomic(tmp_path):
     assert run["kind"] == "scan" and run["flags"] == {"a": 1} and "jax" in run["software"]
     np.testing.assert_array_equal(load_array(str(target), "counts"), np.arange(3))
     assert json.loads((target / "neurons.json").read_text())["gender"]["m"]["0"] == [1, 2]
+
+
+def test_atomic_directory_replaces_on_success_and_keeps_the_old_one_on_error(tmp_path):
+    """The one atomic-directory writer (models, probes, target recipes, HF export, results): an error inside
+    leaves the previous directory as it was and no temporary sibling; success swaps the new one in."""
+    dest = tmp_path / "model"
+    with atomic_directory(str(dest)) as tmp:
+        assert not dest.exists()  # nothing at the destination until the block ends
+        open(f"{tmp}/a.txt", "w").write("first")
+    assert (dest / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError, match="half-written"):
+        with atomic_directory(str(dest)) as tmp:
+            open(f"{tmp}/a.txt", "w").write("second")
+            raise RuntimeError("half-written")
+    assert (dest / "a.txt").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with atomic_directory(str(dest)) as tmp:
+        open(f"{tmp}/b.txt", "w").write("third")
+    assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_report_markdown_and_html(tmp_path):

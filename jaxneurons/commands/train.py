@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -39,6 +37,7 @@ from jaxneurons.errors import error_line
 from jaxneurons.models import SpeechConfig, build_model
 from jaxneurons.models.checkpoint import load_model, save_model
 from jaxneurons.models.config import ConfigError
+from jaxneurons.results import atomic_directory
 from jaxneurons.train.pretrain import CheckpointMismatchError, TrainConfig, TrainData, Trainer
 from jaxneurons.train.targets import (
     TargetError,
@@ -143,11 +142,9 @@ def _cached_targets(encoder, utts, audio, workdir: str, choice: str) -> TrainDat
     t0 = time.time()
     data, feature_model = _make_targets(encoder, audio, choice)
     logging.info("targets (%s) for %d utterances in %.1f s", choice, len(audio), time.time() - t0)
-    tmp = tempfile.mkdtemp(prefix=".tmp-targets-", dir=workdir)
-    save_recipe(data.recipe, tmp, feature_model=feature_model)
-    np.savez(os.path.join(tmp, "labels.npz"), **{str(i): t for i, t in enumerate(data.targets)})
-    shutil.rmtree(cache, ignore_errors=True)
-    os.replace(tmp, cache)
+    with atomic_directory(cache) as tmp:
+        save_recipe(data.recipe, tmp, feature_model=feature_model)
+        np.savez(os.path.join(tmp, "labels.npz"), **{str(i): t for i, t in enumerate(data.targets)})
     return TrainData(audio, data.targets, data.num_clusters, recipe=load_recipe(cache), reinit_head=reinit)
 
 

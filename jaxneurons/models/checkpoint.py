@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import jax
@@ -25,6 +23,7 @@ from flax import nnx
 
 from jaxneurons.models.config import ConfigError, SpeechConfig
 from jaxneurons.models.registry import abstract_model, build_model
+from jaxneurons.results import atomic_directory
 
 CONFIG_FILE = "config.json"
 STATE_DIR = "state"
@@ -48,11 +47,7 @@ def save_model(
     restores float32.
     """
     path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is a normal directory
-    try:
+    with atomic_directory(path) as tmp:
         model.config.save(os.path.join(tmp, CONFIG_FILE))
         checkpointer = ocp.StandardCheckpointer()
         state = nnx.state(model, nnx.Not(nnx.Intermediate))  # never sown activations
@@ -61,17 +56,6 @@ def save_model(
         if provenance is not None:
             with open(os.path.join(tmp, PROVENANCE_FILE), "w") as f:
                 json.dump(provenance, f, indent=2, sort_keys=True, default=str)
-        if os.path.exists(path):
-            old = path + ".old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

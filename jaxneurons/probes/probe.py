@@ -29,8 +29,6 @@ import functools
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -43,6 +41,7 @@ import optax
 from jaxneurons.probes.features import FeatureStream, FrameFeatures, UtteranceFeatures
 from jaxneurons.probes.metrics import ctc_greedy_decode, frame_merge, levenshtein
 from jaxneurons.progress import ProgressBar
+from jaxneurons.results import atomic_directory
 
 TASKS = ("frame_classification", "utterance_classification", "frame_regression", "ctc")
 FORMAT_VERSION = 1
@@ -736,22 +735,13 @@ def evaluate(
 def save_probe(probe: Probe, directory: str) -> str:
     """Write ``probe.json`` (config + info) and ``probe.npz`` (arrays) into ``directory``, atomically."""
     directory = os.path.abspath(directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".probe-tmp-", dir=parent)
-    try:
+    with atomic_directory(directory) as tmp:
         arrays = {f"params/{k}": np.asarray(v) for k, v in probe.params.items()}
         arrays.update(mean=np.asarray(probe.mean), std=np.asarray(probe.std))
         np.savez(os.path.join(tmp, PROBE_NPZ), **arrays)
         meta = {"format_version": FORMAT_VERSION, "config": probe.config.to_dict(), "info": probe.info}
         with open(os.path.join(tmp, PROBE_JSON), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True, default=float)
-        if os.path.isdir(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +38,7 @@ from sklearn.cluster import MiniBatchKMeans
 
 from jaxneurons.data.batching import padded_batches
 from jaxneurons.features.mfcc import add_deltas, cmn, mfcc
+from jaxneurons.results import atomic_directory
 from jaxneurons.train.fingerprint import weights_fingerprint
 
 FRAME_HOP = 320  # samples per 20 ms model frame at 16 kHz (every supported family)
@@ -368,10 +367,7 @@ def save_recipe(recipe: TargetRecipe, model_dir: str, feature_model: nnx.Module 
     from jaxneurons.models.checkpoint import save_model
 
     dest = os.path.join(model_dir, RECIPE_DIR)
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-targets-", dir=model_dir)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is a normal directory
-    try:
+    with atomic_directory(dest) as tmp:
         if self_features:
             from jaxneurons.models.checkpoint import load_model
 
@@ -389,15 +385,6 @@ def save_recipe(recipe: TargetRecipe, model_dir: str, feature_model: nnx.Module 
             meta["feature_model"] = SELF if self_features else FEATURE_MODEL_DIR
         with open(os.path.join(tmp, RECIPE_FILE), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
-        old = dest + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        if os.path.exists(dest):
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 
