@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,16 +34,15 @@ def test_atomic_directory_replaces_on_success_and_keeps_the_old_one_on_error(tmp
     dest = tmp_path / "model"
     with atomic_directory(str(dest)) as tmp:
         assert not dest.exists()  # nothing at the destination until the block ends
-        open(f"{tmp}/a.txt", "w").write("first")
+        (Path(tmp) / "a.txt").write_text("first")
     assert (dest / "a.txt").read_text() == "first"
-    with pytest.raises(RuntimeError, match="half-written"):
-        with atomic_directory(str(dest)) as tmp:
-            open(f"{tmp}/a.txt", "w").write("second")
-            raise RuntimeError("half-written")
+    with pytest.raises(RuntimeError, match="half-written"), atomic_directory(str(dest)) as tmp:
+        (Path(tmp) / "a.txt").write_text("second")
+        raise RuntimeError("half-written")
     assert (dest / "a.txt").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     with atomic_directory(str(dest)) as tmp:
-        open(f"{tmp}/b.txt", "w").write("third")
+        (Path(tmp) / "b.txt").write_text("third")
     assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
