@@ -88,3 +88,42 @@ def test_pruning_report_does_not_describe_an_iterative_run_that_did_not_happen(t
         pruning_section(report, _Res(), curves, "the test neurons")
         described = "updates of masked-prediction continued pre-training" in report.texts[0]
         assert described == iterative, report.texts[0]
+
+
+@pytest.mark.parametrize("mode", ["reidentify", "original"])
+def test_iterative_protection_reidentifies_or_keeps_the_original_set(tmp_path, mode):
+    """``iterative_protect``: 'reidentify' asks identify() again on every step's pruned model (the protected set
+    can drift); 'original' protects the unpruned model's set at every step and never asks again."""
+    from jaxneurons.pruning.scores import l1_scores
+    from jaxneurons.studies.pruning import pruning_curves
+
+    model = build_model(TINY, seed=0)
+    widths = [TINY.ffn_width(i) for i in range(TINY.num_hidden_layers)]
+    calls = []
+
+    def identify(m, keep, layer):
+        # protect the 2 highest-L1 neurons still alive (L1 pruning would keep them anyway) plus, on the unpruned
+        # model only, the 3 lowest-L1 ones (L1 pruning takes those first)
+        rows = [np.asarray(r, bool) for r in keep] if not isinstance(keep, np.ndarray) else list(np.asarray(keep, bool))
+        calls.append(m is model)
+        out = []
+        for l, (w, r) in enumerate(zip(widths, rows, strict=True)):
+            s = np.where(r[:w], np.asarray(l1_scores(m)[l])[:w], np.nan)
+            p = np.zeros(w, bool)
+            p[np.argsort(np.nan_to_num(s, nan=-np.inf))[-2:]] = True
+            if m is model and r.all():
+                p[np.argsort(np.nan_to_num(s, nan=np.inf))[:3]] = True
+            out.append(p)
+        return out
+
+    config = PruningConfig(densities=(0.5,), neurons_per_step=4, num_steps=3, updates_per_step=0,
+                           iterative_protect=mode)
+    out = pruning_curves(model, [], lambda m: {"x": 0.0}, identify, config, str(tmp_path), log=lambda s: None)
+    original = identify(model, [np.ones(w, bool) for w in widths], None)
+    final = out["keep"]["iterative_protected_final"]
+    kept_original = all(np.asarray(final[l])[:w][original[l]].all() for l, w in enumerate(widths))
+    asked_pruned = not all(calls[:-1])  # identify() saw a pruned model (the last call above is ours)
+    if mode == "original":
+        assert kept_original and not asked_pruned
+    else:
+        assert asked_pruned and not kept_original  # the 3 low-L1 neurons stop being protected and are pruned

@@ -47,6 +47,11 @@ class PruningConfig:
     clamp: bool = field_help(True, "Keep every protected neuron when they exceed a layer's target (that layer then "
                              "ends above the density; achieved densities are reported). False: error.")
     iterative: bool = field_help(True, "Also run iterative pruning with continued pre-training between steps.")
+    iterative_protect: str = field_help(
+        "reidentify", "Iterative: protect the neurons re-identified on each step's pruned and trained model "
+        "('reidentify', one scan per step; the set drifts with the model) or the unpruned model's set at every "
+        "step ('original', no scan). The studies leave it open (METHODS.md's 'all' / 'each' say when to identify "
+        "within one pruning step).", choices=("reidentify", "original"))
     neurons_per_step: int = field_help(32, "Iterative: neurons removed per layer per step (paper: 128 of 3072; "
                                        "scaled to the default model's 768 -> 32).")
     num_steps: int = field_help(20, "Iterative: pruning steps (paper: 20).")
@@ -230,6 +235,9 @@ def pruning_curves(model: Any, utts: Sequence, evaluate: EvaluateFn, identify: C
                                learning_rate=config.cpt_learning_rate, warmup_steps=config.cpt_warmup_steps,
                                mask_prob=config.cpt_mask_prob, mask_length=config.cpt_mask_length, seed=config.cpt_seed,
                                checkpoint_every=updates, keep_checkpoints=1, log_every=updates)
+    if config.iterative_protect == "original":
+        original = identify(model, [np.ones(w, bool) for w in ffn_widths(model)], None)  # the unpruned model's set
+        methods["protected"] = lambda m, keep, layer: original
     for name, ident in methods.items():
         rows: list[dict] = []
         losses: list[dict] = []
