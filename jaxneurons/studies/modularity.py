@@ -152,21 +152,15 @@ def task_classes(utts: Sequence[Any], specs: Sequence[str]) -> tuple[dict[str, l
 
 
 def corpora(config: ModularityConfig, work: str) -> dict[str, tuple[str, list]]:
-    """{'A': (manifest, utts), 'B': ...}: given manifests, or synthetic espeak corpora made in ``work``."""
-    from jaxneurons.data import generate_corpus
-    from jaxneurons.studies.corpora import screened_corpus
+    """{'A': (manifest, utts), 'B': ...}: given manifests, or synthetic espeak corpora made in ``work``
+    (:func:`~jaxneurons.studies.corpora.make_corpora`, always with a corpus B)."""
+    from jaxneurons.studies.corpora import make_corpora
 
-    paths = {"A": config.manifest or generate_corpus(os.path.join(work, f"corpus-A-seed{config.seed}"),
-                                                     config.num_speakers, config.minutes, list(config.languages),
-                                                     seed=config.seed, progress=False)}
-    if config.manifest_b:
-        paths["B"] = config.manifest_b
-    elif not config.manifest:
-        paths["B"] = generate_corpus(os.path.join(work, f"corpus-B-seed{config.seed_b}"), config.num_speakers,
-                                     config.minutes, list(config.languages), seed=config.seed_b, progress=False)
-    if len(paths) < 2:
+    if config.manifest and not config.manifest_b:
         raise ValueError("the modularity study compares two corpora: give manifest_b with manifest")
-    return {k: screened_corpus(p, config.on_error) for k, p in paths.items()}
+    return make_corpora(work, config.manifest or None, config.manifest_b or None, want_b=True,
+                        num_speakers=config.num_speakers, minutes=config.minutes, languages=config.languages,
+                        seed=config.seed, seed_b=config.seed_b, on_error=config.on_error)
 
 
 def merged_corpus(parts: Mapping[str, Sequence[Any]], specs: Sequence[str]) -> tuple[list, list[str], dict, dict]:
