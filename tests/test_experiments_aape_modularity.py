@@ -141,3 +141,13 @@ def test_aape_launcher_smoke(tmp_path, tiny_model):
 def _classes(out, task):
     with open(os.path.join(out, "scan-trained", "neurons.json")) as f:
         return list(json.load(f)[f"aape_A.{task}"])
+
+
+def test_modularity_with_one_manifest_is_an_error_before_any_work(tmp_path):
+    import dataclasses
+
+    from jaxneurons.studies import modularity
+
+    config = dataclasses.replace(modularity.ModularityConfig(), manifest=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match="give manifest_b with manifest"):
+        modularity.corpora(config, str(tmp_path))  # the manifest is never read
