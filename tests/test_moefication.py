@@ -1,5 +1,6 @@
 """MoEfication: balanced assignment / k-means, expert ids per layer, set distribution over experts."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -51,6 +52,15 @@ def test_repair_when_auction_is_cut_short():
     labels, _, _, ok = moe._assign_jit(cost_t, jnp.zeros(4), 10, "auction", 1e-6, 1, 1)
     assert not bool(ok)  # one round cannot place everyone...
     assert np.all(np.bincount(np.asarray(labels), minlength=4) == 10)  # ...but balance is exact
+
+
+def test_kmeanspp_cost_rows_are_the_centres_costs():
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((64, 6)).astype(np.float32))
+    centres, cost = moe._kmeanspp(x, x.T, jax.random.PRNGKey(0), 8)
+    assert len({tuple(c) for c in np.asarray(centres).tolist()}) == 8  # distinct data points
+    assert all(any(np.array_equal(c, r) for r in np.asarray(x)) for c in np.asarray(centres))
+    np.testing.assert_allclose(cost, moe._cost_t(x.T, centres), rtol=1e-5, atol=1e-5)
 
 
 def blobs(rng, k=4, per=12, d=8, noise=0.05):
@@ -206,6 +216,27 @@ def test_keep_top_matches_reference_with_many_ties():
         room = rng.integers(-1, 30, k).astype(np.int32)
         got = np.asarray(moe._keep_top(jnp.asarray(cand), jnp.asarray(score), jnp.asarray(room), k))
         np.testing.assert_array_equal(got, keep_top_reference(cand, score, room, k))
+
+
+@pytest.mark.parametrize("n,k", [(300, 7), (4800, 96)])  # packed int32 sort keys / (k+1) n^2 >= 2^31: 3-operand sort
+def test_keep_top_both_sort_paths_match_reference(n, k):
+    rng = np.random.default_rng(n)
+    for trial in range(3):
+        cand = rng.integers(0, k + 1, n).astype(np.int32)  # k = not competing
+        score = rng.integers(-3, 4, n).astype(np.float32) if trial else rng.standard_normal(n).astype(np.float32)
+        score[::5] = -0.0 if trial == 2 else score[::5]
+        room = rng.integers(-1, n // k + 2, k).astype(np.int32)
+        got = np.asarray(moe._keep_top(jnp.asarray(cand), jnp.asarray(score), jnp.asarray(room), k))
+        np.testing.assert_array_equal(got, keep_top_reference(cand, score, room, k))
+
+
+def test_keep_top_signed_zeros_tie_by_index():
+    # cluster 0 (room 2): scores 1, -0.0, 0.0, 1 at indices 0..3 -> keep 0 and 3 (the two 1s); cluster 1
+    # (room 1): -0.0 at 4 and 0.0 at 5 tie, the lower index wins; index 6 is not competing (k = 2)
+    cand = jnp.asarray([0, 0, 0, 0, 1, 1, 2], jnp.int32)
+    score = jnp.asarray([1.0, -0.0, 0.0, 1.0, -0.0, 0.0, 9.0], jnp.float32)
+    got = moe._keep_top(cand, score, jnp.asarray([2, 1], jnp.int32), 2)
+    assert np.asarray(got).tolist() == [True, False, False, True, True, False, False]
 
 
 def greedy_reference(cost_t, prices, size):
