@@ -16,7 +16,7 @@ from jaxneurons.stats import (
     reference_examples,
     run_scan,
 )
-from jaxneurons.stats.examples import EMPTY, batch_examples, empty_examples, examples_to_numpy
+from jaxneurons.stats.examples import EMPTY, _sort_rows_ascending, batch_examples, empty_examples, examples_to_numpy
 from tests.helpers import EXAMPLE_WIDTHS as WIDTHS
 from tests.helpers import example_batches as make_batches
 from tests.helpers import example_config as config
@@ -66,6 +66,15 @@ def test_examples_match_numpy_reference(n, T):
             continue
         b, row = next((b, int(np.flatnonzero(b["utt_index"] == u)[0])) for b in batches if u in b["utt_index"])
         assert b["h"][l][row, f, d] == val and b["valid"][row, f]
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 13, 16, 17])
+def test_block_id_sorting_network_sorts_rows(m):
+    """The bitonic network that orders each neuron's kept block ids (distinct ints) equals np.sort, for any
+    row length (padded to a power of two internally)."""
+    rng = np.random.default_rng(m)
+    v = np.stack([rng.permutation(4 * m + 3)[:m] for _ in range(40)]).astype(np.int32)
+    np.testing.assert_array_equal(np.asarray(_sort_rows_ascending(jnp.asarray(v))), np.sort(v, axis=1))
 
 
 def test_tie_rule_prefers_lower_utterance_then_frame():

@@ -135,6 +135,31 @@ def _block_max(x: jax.Array, chunk: int, nb: int) -> jax.Array:
     return m
 
 
+def _sort_rows_ascending(v: jax.Array) -> jax.Array:
+    """Sort ``v`` (rows, m) int32 ascending along the last axis with a bitonic network of elementwise min / max
+    on (rows,) vectors (values only: the entries are distinct block ids, so no payload is needed). XLA:CPU runs
+    ``jnp.sort`` along a short axis with a comparator call per comparison: at (3072, 16) the network measured
+    about 0.1 ms against 1 ms for the sort."""
+    rows, m = v.shape
+    P = 1 << max(0, (m - 1).bit_length())
+    big = jnp.iinfo(v.dtype).max
+    vt = v.T  # (m, rows): each entry a contiguous row (and XLA keeps recognising the top_k that made v)
+    cols = [vt[i] for i in range(m)] + [jnp.full((rows,), big, v.dtype)] * (P - m)
+    size = 2
+    while size <= P:  # bitonic sort: blocks of `size` alternate direction, then merge at strides size/2 .. 1
+        stride = size // 2
+        while stride >= 1:
+            for i in range(P):
+                j = i ^ stride
+                if j > i:
+                    up = (i & size) == 0
+                    lo, hi = jnp.minimum(cols[i], cols[j]), jnp.maximum(cols[i], cols[j])
+                    cols[i], cols[j] = (lo, hi) if up else (hi, lo)
+            stride //= 2
+        size *= 2
+    return jnp.stack(cols[:m], axis=-1)
+
+
 def _layer_candidates(x: jax.Array, order: jax.Array, utt: jax.Array, valid: jax.Array, n: int, width: int,
                       chunk: int, bound: tuple[jax.Array, jax.Array, jax.Array] | None = None,
                       compact_fraction: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -165,7 +190,7 @@ def _layer_candidates(x: jax.Array, order: jax.Array, utt: jax.Array, valid: jax
         bmT = bm.T if cols is None else jnp.take(bm, cols, axis=1).T  # (neurons, blocks)
         k = bmT.shape[0]
         _, blocks = lax.top_k(bmT, nsel)
-        blocks = jnp.sort(blocks, axis=-1)  # ascending key order
+        blocks = _sort_rows_ascending(blocks)  # ascending key order
         row = jnp.take(order, blocks // nb)  # original row of each kept block
         t0 = (blocks % nb) * chunk
         t = (t0[..., None] + jnp.arange(chunk)).reshape(k, nsel * chunk)  # (neurons, cand) frame in the row
