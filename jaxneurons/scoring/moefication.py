@@ -34,10 +34,13 @@ Lloyd iteration's prices and both returning *exactly* balanced clusters:
 Why no ``argmax``/``top_k``/``cumsum`` over (k, n) in the loops: on XLA:CPU inside a while loop,
 variadic reductions (argmax) and ``lax.top_k`` over a (32, 3072) array were several times slower
 than max + min written as single-operand reductions, and a cumsum along n (lowered to a
-reduce-window) cost more than a stable 3-operand sort of n keys (micro-benchmarks on the 2-core
-development machine while writing this). Where time goes at the benchmark's setting (3072 x 768,
-96 clusters): the greedy k-means++ init (95 steps of a (6, 768) @ (768, 3072) product), then per
-Lloyd iteration the (96, 768) @ (768, 3072) cost matrix, the Sinkhorn steps and the rounding.
+reduce-window) cost more than sorting n keys; single-operand int32 sorts have a fast path, so the
+rounding ranks with those (micro-benchmarks on the 2-core development machine while writing this).
+Where time goes at the benchmark's setting (3072 x 768, 96 clusters): the greedy k-means++ init
+(95 memory-bound steps of a (6, 768) @ (768, 3072) product, about two thirds of a run on random
+data; its rows give the first Lloyd iteration's cost matrix), then per Lloyd iteration the
+(96, 768) @ (768, 3072) cost matrix, the Sinkhorn steps and the rounding
+(benchmarks/balanced_kmeans.md).
 
 Task-specific neuron sets are related to the experts with :func:`cluster_distribution` (counts
 per set, layer and cluster) and :func:`concentration` (share of a set in its top cluster(s)
