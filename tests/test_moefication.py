@@ -54,6 +54,19 @@ def test_repair_when_auction_is_cut_short():
     assert np.all(np.bincount(np.asarray(labels), minlength=4) == 10)  # ...but balance is exact
 
 
+def test_init_compiles_without_its_cpu_option_when_xla_lacks_it(monkeypatch):
+    """The init's XLA:CPU option is experimental: an XLA that rejects it compiles the init the default way."""
+    rng = np.random.default_rng(6)
+    x, truth = blobs(rng)
+    monkeypatch.setattr(moe, "_INIT_CPU_OPTIONS", {"xla_cpu_no_such_option_in_any_xla": ""})
+    moe._compiled_init.cache_clear()
+    try:
+        res = balanced_kmeans(x, 4, seed=0)
+    finally:
+        moe._compiled_init.cache_clear()
+    assert np.all(np.bincount(res.labels, minlength=4) == 12) and same_partition(res.labels, truth)
+
+
 def test_kmeanspp_cost_rows_are_the_centres_costs():
     rng = np.random.default_rng(5)
     x = jnp.asarray(rng.standard_normal((64, 6)).astype(np.float32))
