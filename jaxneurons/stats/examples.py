@@ -14,17 +14,18 @@ fewer than N frames, or the padding of a narrower layer) hold ``value = -inf, ut
 
 Per batch (``batch_examples``): invalid frames get ``-inf``; a two-stage exact top-N per layer (maxima
 of blocks of 8 frames by strided elementwise maxima, ``lax.top_k`` over the block maxima with rows in
-ascending utterance order, then over the kept blocks' frames; see ``_layer_candidates``) never
-transposes or sorts the full activations. Across devices the per-device candidates are gathered over
-the mesh axis (a ``psum`` of per-device slots) and reduced by a lexicographic sort; across batches the
-running state and the batch's candidates, both sorted, are merged by merge ranks (:func:`merge_examples`).
+ascending utterance order, then over the kept blocks' frames; see ``_candidates``) never transposes or
+sorts the full activations. Across devices the per-device candidates are gathered over the mesh axis (a
+``psum`` of per-device slots) and reduced by a lexicographic sort; across batches the running state and
+the batch's candidates, both sorted, are merged by a bitonic merge (:func:`merge_examples`).
 Every merge is exact and associative, so 1 device, 8 devices, 2 processes and a resumed scan give
 identical arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +33,6 @@ import numpy as np
 from jax import lax
 
 EMPTY = np.iinfo(np.int32).max
-# XLA path: run the top-n on the neurons that can gain an example when they are at most this share of a layer
-# (0 = never). Off by default: measured on 12 x 3072 neurons, 2 x 249 frames, inside one jit (CPU s), 1/8
-# saved 0.10 s per batch late in a scan but cost 0.15 s on every batch before (the exact "can gain" test and
-# the lax.cond), and in the full scan step (with the forward) the examples cost rose from +7 % to +21 %.
-COMPACT_FRACTION = 0.0
 KEYS = ("value", "utt", "frame")
 PREFIX = "examples"
 
@@ -160,72 +156,69 @@ def _sort_rows_ascending(v: jax.Array) -> jax.Array:
     return jnp.stack(cols[:m], axis=-1)
 
 
-def _layer_candidates(x: jax.Array, order: jax.Array, utt: jax.Array, valid: jax.Array, n: int, width: int,
-                      chunk: int, bound: tuple[jax.Array, jax.Array, jax.Array] | None = None,
-                      compact_fraction: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Exact top-n frames of one layer ``x`` (B, T, D_l) -> three (width, n) arrays (padded neurons empty).
+def _kept_frames(blocks: jax.Array, order: jax.Array, nb: int, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Kept block ids (neurons, nsel), in ``lax.top_k``'s order -> the frame ``t`` and the batch row ``r`` of
+    each candidate, (neurons, nsel * chunk), in ascending (utterance, frame) order (``t`` may run past the
+    row's end in its last block)."""
+    k, nsel = blocks.shape
+    blocks = _sort_rows_ascending(blocks)  # ascending key order
+    row = jnp.take(order, blocks // nb)  # original row of each kept block
+    t = ((blocks % nb) * chunk)[..., None] + jnp.arange(chunk)
+    return t.reshape(k, nsel * chunk), jnp.repeat(row, chunk, axis=-1)
 
-    Two stages, exact under the tie rule: frames are cut into blocks of ``chunk`` consecutive frames of a
-    row; the n blocks with the largest maxima are kept (rows in ascending utterance order, so that
-    ``lax.top_k``'s lower-index-first tie rule ranks equal maxima by (utterance, frame)); the top n of their
-    ``n * chunk`` frames, gathered in ascending (utterance, frame) order, are the batch's top n. A frame
-    outside the kept blocks is preceded by the maximum of each of the n kept blocks (a larger value, or
-    an equal one earlier in the order), so it cannot be among the top n.
 
-    ``bound``: the running state's n-th entry per neuron, (value, utt, frame) each (D_l,). A neuron with no
-    frame before it in the tie order cannot gain an example; when at most ``compact_fraction * D_l``
-    neurons can, both stages run on those neurons only (gathered, then scattered back; the others come
-    back empty), else on all of them.
-    """
+def _masked(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """Invalid frames -> -inf (never win); -0.0 -> 0.0 (ties 0.0)."""
+    return jnp.where(valid[:, :, None], jnp.where(x == 0, 0.0, x), -jnp.inf)
+
+
+def _block_maxima(x: jax.Array, order: jax.Array, valid: jax.Array, chunk: int) -> jax.Array:
+    """Stage 1's input: the maxima of blocks of ``chunk`` consecutive frames of a row of one layer ``x``
+    (B, T, D_l) -> (D_l, B * nb), rows in ascending utterance order (so that ``lax.top_k``'s
+    lower-index-first tie rule ranks equal maxima by (utterance, frame))."""
     B, T, d = x.shape
     nb = -(-T // chunk)
-    x = jnp.where(valid[:, :, None], jnp.where(x == 0, 0.0, x), -jnp.inf)  # -0.0 ties 0.0; invalid never wins
-    bm = jnp.take(_block_max(x, chunk, nb), order, axis=0).reshape(B * nb, d)  # (blocks, D_l), key order
-    xf = x.reshape(B * T, d)
-    nsel = min(n, B * nb)
-    m = min(n, nsel * chunk)
+    return jnp.take(_block_max(_masked(x, valid), chunk, nb), order, axis=0).reshape(B * nb, d).T
 
-    def top(cols: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """The two stages for the neurons ``cols`` (None: all) -> (len(cols), m) value / utt / frame."""
-        bmT = bm.T if cols is None else jnp.take(bm, cols, axis=1).T  # (neurons, blocks)
-        k = bmT.shape[0]
-        _, blocks = lax.top_k(bmT, nsel)
-        blocks = _sort_rows_ascending(blocks)  # ascending key order
-        row = jnp.take(order, blocks // nb)  # original row of each kept block
-        t0 = (blocks % nb) * chunk
-        t = (t0[..., None] + jnp.arange(chunk)).reshape(k, nsel * chunk)  # (neurons, cand) frame in the row
-        r = jnp.repeat(row, chunk, axis=-1)
-        inside = t < T
-        flat = jnp.where(inside, r * T + t, 0)
-        cand = jnp.take_along_axis(xf, flat.T, axis=0).T if cols is None else xf[flat, cols[:, None]]
-        cand = jnp.where(inside, cand, -jnp.inf)  # (neurons, cand)
-        val, j = lax.top_k(cand, m)
-        fr = jnp.take_along_axis(t, j, axis=-1)
-        rr = jnp.take_along_axis(r, j, axis=-1)
-        ok = jnp.take_along_axis(inside, j, axis=-1) & valid[rr, jnp.minimum(fr, T - 1)]
-        return (jnp.where(ok, val, -jnp.inf), jnp.where(ok, utt[rr], EMPTY).astype(jnp.int32),
-                jnp.where(ok, fr, EMPTY).astype(jnp.int32))
 
-    cap = int(compact_fraction * d)
-    if bound is None or cap < 1 or cap >= d:
-        val, u, f = top(None)
-    else:
-        bv, bu, bf = bound
-        # may gain an example: a larger value, or an equal one earlier in the tie order (exact, so that
-        # neurons that sit at a constant value, e.g. dead ReLU units at 0, do not keep the compaction off)
-        ties = (x == bv) & _before(bv, utt[:, None, None], jnp.arange(T)[None, :, None], bv, bu, bf)
-        can = (jnp.max(bm, axis=0) > bv) | (jnp.max(jnp.where(ties, 1.0, 0.0), axis=(0, 1)) > 0)
+def _candidates(x: jax.Array, blocks: jax.Array, order: jax.Array, valid: jax.Array, chunk: int) -> jax.Array:
+    """Stage 2's input: the frames of each neuron's kept blocks (D_l, nsel), from stage 1's ``lax.top_k`` ->
+    (D_l, nsel * chunk) values in ascending (utterance, frame) order (``_kept_frames``), -inf past a row's end.
 
-        def compact():
-            cols = jnp.nonzero(can, size=cap, fill_value=d)[0]  # fill d: dropped by the scatter below
-            part = top(jnp.minimum(cols, d - 1))
-            return tuple(jnp.full((d, m), fill, x_.dtype).at[cols].set(x_, mode="drop")
-                         for x_, fill in zip(part, (-jnp.inf, EMPTY, EMPTY), strict=True))
+    The two stages are exact under the tie rule: stage 1 keeps the ``nsel = min(n, blocks)`` blocks with the
+    largest maxima; stage 2 takes the top ``min(n, nsel * chunk)`` of their frames. A frame outside the kept
+    blocks is preceded by the maximum of each of the n kept blocks (a larger value, or an equal one earlier
+    in the order), so it cannot be among the top n."""
+    B, T, d = x.shape
+    t, r = _kept_frames(blocks, order, -(-T // chunk), chunk)
+    inside = t < T
+    flat = jnp.where(inside, r * T + t, 0)
+    cand = jnp.take_along_axis(_masked(x, valid).reshape(B * T, d), flat.T, axis=0).T
+    return jnp.where(inside, cand, -jnp.inf)
 
-        val, u, f = lax.cond(jnp.sum(can) <= cap, compact, lambda: top(None))
+
+def _layer_examples(value: jax.Array, j: jax.Array, block_max: jax.Array, blocks: jax.Array, order: jax.Array,
+                    utt: jax.Array, valid: jax.Array, n: int, width: int,
+                    chunk: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Both stages' ``lax.top_k`` outputs of one layer -> three (width, n) arrays value / utt / frame (padded
+    neurons empty)."""
+    T = valid.shape[1]
+    d, nsel = blocks.shape
+    m = value.shape[-1]
+    t, r = _kept_frames(blocks, order, -(-T // chunk), chunk)
+    fr = jnp.take_along_axis(t, j, axis=-1)
+    rr = jnp.take_along_axis(r, j, axis=-1)
+    ok = (fr < T) & valid[rr, jnp.minimum(fr, T - 1)]
+    if m == nsel:
+        # Always true (the top n frames are at least the n-th kept block maximum: the n kept maxima are
+        # candidates). Reading block_max here keeps every layer's stage-1 outputs alive until the end:
+        # XLA:CPU otherwise gives the unused block maxima of all layers one buffer, and a buffer shared
+        # between layers orders their top-k calls one after the other (benchmarks/scan.md).
+        ok = ok & (value >= block_max[:, nsel - 1:])
     pad = ((0, width - d), (0, n - m))
-    return (jnp.pad(val, pad, constant_values=-jnp.inf), jnp.pad(u, pad, constant_values=EMPTY),
-            jnp.pad(f, pad, constant_values=EMPTY))
+    return (jnp.pad(jnp.where(ok, value, -jnp.inf), pad, constant_values=-jnp.inf),
+            jnp.pad(jnp.where(ok, utt[rr], EMPTY).astype(jnp.int32), pad, constant_values=EMPTY),
+            jnp.pad(jnp.where(ok, fr, EMPTY).astype(jnp.int32), pad, constant_values=EMPTY))
 
 
 def _native_layer(x: jax.Array, utt: jax.Array, frame: jax.Array, bound: tuple[jax.Array, ...] | None, n: int,
@@ -248,10 +241,38 @@ def _bound(running: Mapping[str, jax.Array] | None, layer: int, d: int, n: int) 
     return None if running is None else tuple(running[f"{PREFIX}/{k}"][layer, :d, n - 1] for k in KEYS)
 
 
+def _phase_runner(valid: jax.Array) -> Callable[[Callable[[Any], Any], Any], Any]:
+    """``run(fn, payload)``: ``fn(payload)`` inside ``lax.cond(any(valid), ...)``, zeros when no frame is valid.
+
+    Why (XLA:CPU): without a conditional boundary XLA fuses the layer's elementwise producer (the FFN's GELU,
+    an expanded erf polynomial) into the examples' gather fusions, which run as scalar loops: +30 % of the
+    forward instead of the kernel's own ~6 % (benchmarks/scan.md). A conditional's operands are
+    materialised, so the examples read h once, and a device without valid frames skips the work. The
+    examples run as four such phases (block maxima, stage-1 top-k, candidate frames, stage-2 top-k): each
+    phase's results are alive together at its end, so XLA gives every layer its own buffers, and the
+    single-threaded ``lax.top_k`` calls of the 12 layers run on all cores. Inside one phase, buffers that
+    XLA shares between layers order the layers' calls one after the other (examples 210 -> 143 ms wall,
+    same CPU time, on 12 x 3072 neurons and 2 x 249 frames on 2 cores).
+    """
+    pred = jnp.any(valid)
+
+    def run(fn: Callable[[Any], Any], payload: Any) -> Any:
+        shapes = jax.eval_shape(fn, payload)
+
+        def zeros(operands: tuple) -> Any:
+            # typed like the operands (inside shard_map: varying over the mesh axis)
+            none = jnp.any(operands[1])
+            return jax.tree.map(lambda a: jnp.where(none, jnp.zeros(a.shape, a.dtype), jnp.zeros(a.shape, a.dtype)),
+                                shapes)
+
+        return lax.cond(pred, lambda operands: fn(operands[0]), zeros, (payload, valid))
+
+    return run
+
+
 def batch_examples(layers: Sequence[jax.Array], valid: jax.Array, utt_index: jax.Array, n: int, width: int, *,
                    axis_name: str | None = None, chunk: int = 8, native: bool = False,
                    running: Mapping[str, jax.Array] | None = None,
-                   compact_fraction: float = COMPACT_FRACTION,
                    isolate: bool | None = None) -> dict[str, jax.Array]:
     """The batch's top-n frames of every neuron: three (L, width, n) arrays, merged over ``axis_name``.
 
@@ -262,10 +283,8 @@ def batch_examples(layers: Sequence[jax.Array], valid: jax.Array, utt_index: jax
     ``running``: the state this batch will be merged into (None: the plain batch top-n). A frame that does
     not come before its neuron's n-th entry there cannot enter it, so ``merge_examples(running, batch)`` is
     the same whether or not such frames are kept. ``native``: the CPU FFI kernel
-    (``jaxneurons/stats/native/examples.cc``), which keeps only the frames that can enter; the XLA path runs
-    its top-n on the neurons that have a frame before their running n-th entry, when they are at most
-    ``compact_fraction`` of a layer (late in a scan almost none are; default 0 = off, see COMPACT_FRACTION),
-    else on all neurons.
+    (``jaxneurons/stats/native/examples.cc``), which keeps only the frames that can enter; the XLA path
+    runs its two top-k stages (``_block_maxima``, ``_candidates``) on every neuron and ignores ``running``.
     """
     utt_index = utt_index.astype(jnp.int32)
     valid = valid.astype(bool) & (utt_index >= 0)[:, None]
@@ -275,33 +294,20 @@ def batch_examples(layers: Sequence[jax.Array], valid: jax.Array, utt_index: jax
         frame = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None], (B, T)).reshape(B * T)
         parts = [_native_layer(x, utt, frame, _bound(running, l, x.shape[-1], n), n, width)
                  for l, x in enumerate(layers)]
-        out = {f"{PREFIX}/{k}": jnp.stack([p[i] for p in parts]) for i, k in enumerate(KEYS)}
     else:
-        def candidates(operands: tuple) -> dict[str, jax.Array]:
-            xs, ok, ids = operands
-            order = jnp.argsort(ids)  # utterance indices are distinct; padding rows (-1) first, all invalid
-            parts = [_layer_candidates(x, order, ids, ok, n, width, chunk, _bound(running, l, x.shape[-1], n),
-                                       compact_fraction) for l, x in enumerate(xs)]
-            return {f"{PREFIX}/{k}": jnp.stack([p[i] for p in parts]) for i, k in enumerate(KEYS)}
-
-        operands = (tuple(layers), valid, utt_index)
+        order = jnp.argsort(utt_index)  # utterance indices are distinct; padding rows (-1) first, all invalid
         if isolate is None:
             isolate = jax.default_backend() == "cpu"
-        if isolate:
-            # XLA:CPU otherwise fuses the layer's elementwise producer (the FFN's GELU, an expanded erf
-            # polynomial) into the examples' gather fusions, which run as scalar loops: +30 % of the forward
-            # instead of the kernel's own ~6 % (benchmarks/scan.md). A conditional's operands are materialised,
-            # so the branch reads h once; a device without valid frames skips the work (same result).
-            empty = empty_examples(len(layers), width, n)
-
-            def nothing(operands: tuple) -> dict[str, jax.Array]:
-                # the empty slots, typed like the operands (inside shard_map: varying over the mesh axis)
-                none = jnp.any(operands[1])
-                return {k: jnp.where(none, v, v) for k, v in empty.items()}
-
-            out = lax.cond(jnp.any(valid), candidates, nothing, operands)
-        else:
-            out = candidates(operands)
+        run = _phase_runner(valid) if isolate else (lambda fn, payload: fn(payload))
+        xs = tuple(layers)
+        maxima = run(lambda p: [_block_maxima(x, p[1], p[2], chunk) for x in p[0]], (xs, order, valid))
+        first = run(lambda p: [lax.top_k(b, min(n, b.shape[-1])) for b in p], tuple(maxima))
+        cands = run(lambda p: [_candidates(x, blocks, p[2], p[3], chunk)
+                               for x, (_, blocks) in zip(p[0], p[1], strict=True)], (xs, tuple(first), order, valid))
+        second = run(lambda p: [lax.top_k(c, min(n, c.shape[-1])) for c in p], tuple(cands))
+        parts = [_layer_examples(v, j, bmax, blocks, order, utt_index, valid, n, width, chunk)
+                 for (v, j), (bmax, blocks) in zip(second, first, strict=True)]
+    out = {f"{PREFIX}/{k}": jnp.stack([p[i] for p in parts]) for i, k in enumerate(KEYS)}
     if axis_name is not None:
         gathered = [_gather(out[f"{PREFIX}/{k}"], axis_name) for k in KEYS]  # (L, W, ndev * n)
         out = dict(zip((f"{PREFIX}/{k}" for k in KEYS), _select(*gathered, n), strict=True))  # not out's order
