@@ -157,11 +157,10 @@ def _sort_rows_ascending(v: jax.Array) -> jax.Array:
 
 
 def _kept_frames(blocks: jax.Array, order: jax.Array, nb: int, chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Kept block ids (neurons, nsel), in ``lax.top_k``'s order -> the frame ``t`` and the batch row ``r`` of
-    each candidate, (neurons, nsel * chunk), in ascending (utterance, frame) order (``t`` may run past the
-    row's end in its last block)."""
+    """Kept block ids (neurons, nsel), ascending -> the frame ``t`` and the batch row ``r`` of each candidate,
+    (neurons, nsel * chunk), in ascending (utterance, frame) order (``t`` may run past the row's end in its
+    last block)."""
     k, nsel = blocks.shape
-    blocks = _sort_rows_ascending(blocks)  # ascending key order
     row = jnp.take(order, blocks // nb)  # original row of each kept block
     t = ((blocks % nb) * chunk)[..., None] + jnp.arange(chunk)
     return t.reshape(k, nsel * chunk), jnp.repeat(row, chunk, axis=-1)
@@ -181,7 +180,8 @@ def _block_maxima(x: jax.Array, order: jax.Array, valid: jax.Array, chunk: int) 
     return jnp.take(_block_max(_masked(x, valid), chunk, nb), order, axis=0).reshape(B * nb, d).T
 
 
-def _candidates(x: jax.Array, blocks: jax.Array, order: jax.Array, valid: jax.Array, chunk: int) -> jax.Array:
+def _candidates(x: jax.Array, blocks: jax.Array, order: jax.Array, valid: jax.Array,
+                chunk: int) -> tuple[jax.Array, jax.Array]:
     """Stage 2's input: the frames of each neuron's kept blocks (D_l, nsel), from stage 1's ``lax.top_k`` ->
     (D_l, nsel * chunk) values in ascending (utterance, frame) order (``_kept_frames``), -inf past a row's end.
 
@@ -190,11 +190,12 @@ def _candidates(x: jax.Array, blocks: jax.Array, order: jax.Array, valid: jax.Ar
     blocks is preceded by the maximum of each of the n kept blocks (a larger value, or an equal one earlier
     in the order), so it cannot be among the top n."""
     B, T, d = x.shape
+    blocks = _sort_rows_ascending(blocks)  # ascending key order
     t, r = _kept_frames(blocks, order, -(-T // chunk), chunk)
     inside = t < T
     flat = jnp.where(inside, r * T + t, 0)
     cand = jnp.take_along_axis(_masked(x, valid).reshape(B * T, d), flat.T, axis=0).T
-    return jnp.where(inside, cand, -jnp.inf)
+    return jnp.where(inside, cand, -jnp.inf), blocks
 
 
 def _layer_examples(value: jax.Array, j: jax.Array, block_max: jax.Array, blocks: jax.Array, order: jax.Array,
@@ -251,8 +252,8 @@ def _phase_runner(valid: jax.Array) -> Callable[[Callable[[Any], Any], Any], Any
     examples run as four such phases (block maxima, stage-1 top-k, candidate frames, stage-2 top-k): each
     phase's results are alive together at its end, so XLA gives every layer its own buffers, and the
     single-threaded ``lax.top_k`` calls of the 12 layers run on all cores. Inside one phase, buffers that
-    XLA shares between layers order the layers' calls one after the other (examples 210 -> 143 ms wall,
-    same CPU time, on 12 x 3072 neurons and 2 x 249 frames on 2 cores).
+    XLA shares between layers order the layers' calls one after the other (on 12 x 3072 neurons and 2 x 249
+    frames on 2 cores: 198 -> 126-138 ms wall at the same CPU time; benchmarks/bench_examples_kernel.py).
     """
     pred = jnp.any(valid)
 
@@ -304,9 +305,9 @@ def batch_examples(layers: Sequence[jax.Array], valid: jax.Array, utt_index: jax
         first = run(lambda p: [lax.top_k(b, min(n, b.shape[-1])) for b in p], tuple(maxima))
         cands = run(lambda p: [_candidates(x, blocks, p[2], p[3], chunk)
                                for x, (_, blocks) in zip(p[0], p[1], strict=True)], (xs, tuple(first), order, valid))
-        second = run(lambda p: [lax.top_k(c, min(n, c.shape[-1])) for c in p], tuple(cands))
+        second = run(lambda p: [lax.top_k(c, min(n, c.shape[-1])) for c, _ in p], tuple(cands))
         parts = [_layer_examples(v, j, bmax, blocks, order, utt_index, valid, n, width, chunk)
-                 for (v, j), (bmax, blocks) in zip(second, first, strict=True)]
+                 for (v, j), (bmax, _), (_, blocks) in zip(second, first, cands, strict=True)]
     out = {f"{PREFIX}/{k}": jnp.stack([p[i] for p in parts]) for i, k in enumerate(KEYS)}
     if axis_name is not None:
         gathered = [_gather(out[f"{PREFIX}/{k}"], axis_name) for k in KEYS]  # (L, W, ndev * n)
