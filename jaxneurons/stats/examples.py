@@ -183,7 +183,10 @@ def _block_maxima(x: jax.Array, order: jax.Array, valid: jax.Array, chunk: int) 
 def _candidates(x: jax.Array, blocks: jax.Array, order: jax.Array, valid: jax.Array,
                 chunk: int) -> tuple[jax.Array, jax.Array]:
     """Stage 2's input: the frames of each neuron's kept blocks (D_l, nsel), from stage 1's ``lax.top_k`` ->
-    (D_l, nsel * chunk) values in ascending (utterance, frame) order (``_kept_frames``), -inf past a row's end.
+    ``(cand, sorted_blocks)``: (D_l, nsel * chunk) values in ascending (utterance, frame) order
+    (``_kept_frames``), -inf past a row's end, and the block ids sorted ascending, which index that order.
+    (``_masked`` runs again here rather than being passed from ``_block_maxima``: XLA fuses it into the
+    gather, where a phase output would materialise the whole masked layer.)
 
     The two stages are exact under the tie rule: stage 1 keeps the ``nsel = min(n, blocks)`` blocks with the
     largest maxima; stage 2 takes the top ``min(n, nsel * chunk)`` of their frames. A frame outside the kept
@@ -201,8 +204,9 @@ def _candidates(x: jax.Array, blocks: jax.Array, order: jax.Array, valid: jax.Ar
 def _layer_examples(value: jax.Array, j: jax.Array, block_max: jax.Array, blocks: jax.Array, order: jax.Array,
                     utt: jax.Array, valid: jax.Array, n: int, width: int,
                     chunk: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Both stages' ``lax.top_k`` outputs of one layer -> three (width, n) arrays value / utt / frame (padded
-    neurons empty)."""
+    """One layer's stage-2 ``lax.top_k`` outputs ``value, j`` (``j`` indexes the candidates of the sorted
+    ``blocks`` from ``_candidates``) and stage 1's ``block_max`` -> three (width, n) arrays value / utt / frame
+    (padded neurons empty)."""
     T = valid.shape[1]
     d, nsel = blocks.shape
     m = value.shape[-1]
